@@ -1,0 +1,285 @@
+"""Editor: the ``qwend`` command line (serve, stop, status, ask, pull).
+
+Heavy modules are imported inside the commands that need them: ``status``,
+``stop`` and ``ask`` touch only the standard library and the socket, so they
+answer in tens of milliseconds. Every failure prints a message and a hint and
+exits with the error's code; no traceback reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from qwend import __version__, paths
+from qwend.client import DaemonClient
+from qwend.errors import DaemonUnavailable, QwendError
+
+STATUS_EXIT: Final = {"ready": 0, "failed": 1, "loading": 3, "unloaded": 3}
+EXIT_UNREACHABLE: Final = 2
+DETACH_POLL_S: Final = 0.25
+STOP_GRACE_S: Final = 5.0  # beyond the daemon's own drain timeout
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+        return code
+    except QwendError as exc:
+        print(f"qwend: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _socket(args: argparse.Namespace) -> Path:
+    if args.socket:
+        return Path(args.socket).expanduser()
+    if env := os.environ.get("QWEND_SOCKET"):
+        return Path(env).expanduser()
+    return paths.configured_socket_path(Path(args.config) if args.config else None)
+
+
+# -- serve -----------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if args.detach:
+        return _serve_detached(args)
+    from qwend.config import load_config
+    from qwend.daemon import configure_logging, serve
+
+    config = load_config(Path(args.config) if args.config else None, model_override=args.model)
+    configure_logging()
+    socket_path = Path(args.socket).expanduser() if args.socket else config.socket_path()
+    return serve(config, socket_path)
+
+
+def _serve_detached(args: argparse.Namespace) -> int:
+    log_file = Path(args.log_file) if args.log_file else paths.log_path()
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "qwend", "serve"]
+    for flag in ("config", "socket", "model"):
+        if value := getattr(args, flag):
+            command += [f"--{flag}", value]
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
+    print(f"qwend: daemon started (pid {process.pid}), log {log_file}")
+    client = DaemonClient(_socket(args), timeout=2.0)
+    deadline = time.monotonic() + args.wait
+    last_state = ""
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            print(f"qwend: the daemon exited with code {process.returncode}:", file=sys.stderr)
+            print(_tail(log_file), file=sys.stderr)
+            return process.returncode or 1
+        try:
+            _, body = client.request("GET", "/health")
+        except DaemonUnavailable:
+            body = {"status": "starting"}
+        state = str(body.get("status", "starting"))
+        if state != last_state:
+            print(f"qwend: {state}")
+            last_state = state
+        if state in ("ready", "unloaded"):
+            return 0
+        if state == "failed":
+            print("qwend: the model failed to load; see `qwend status`", file=sys.stderr)
+            return 1
+        time.sleep(DETACH_POLL_S)
+    print(f"qwend: still {last_state} after {args.wait}s; see {log_file}", file=sys.stderr)
+    return 3
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# -- stop ------------------------------------------------------------------------
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from qwend.server.unix_socket import lock_is_held, read_lock_pid
+
+    lock = paths.lock_path_for(_socket(args))
+    pid = read_lock_pid(lock)
+    if not lock_is_held(lock) or pid is None:
+        print("qwend: no daemon is running on this socket", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + args.timeout
+    while lock_is_held(lock):
+        if time.monotonic() > deadline:
+            print(f"qwend: pid {pid} is still draining after {args.timeout}s", file=sys.stderr)
+            return 1
+        time.sleep(0.1)
+    print(f"qwend: stopped (pid {pid})")
+    return 0
+
+
+# -- status ----------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    socket_path = _socket(args)
+    try:
+        _, status = DaemonClient(socket_path, timeout=args.timeout).request("GET", "/v1/status")
+    except DaemonUnavailable as exc:
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "state": "unreachable",
+                        "socket": str(socket_path),
+                        "error": exc.to_dict()["error"],
+                    }
+                )
+            )
+        else:
+            print(f"qwend: unreachable\n  {exc}")
+        return EXIT_UNREACHABLE
+    state = str(status.get("model", {}).get("state", "failed"))
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return STATUS_EXIT.get(state, 1)
+
+
+def format_status(status: dict[str, Any]) -> str:
+    model = status.get("model", {})
+    queue = status.get("queue", {})
+    perf = status.get("performance", {})
+    state = model.get("state", "?")
+    detail = {
+        "ready": f"loaded in {model.get('load_seconds') or 0:.1f}s",
+        "loading": "loading the model",
+        "unloaded": "loads on the first request",
+        "failed": model.get("error") or "",
+    }.get(state, "")
+    rows = [
+        ("state", f"{state} ({detail})" if detail else state),
+        ("model", f"{model.get('name')} ({model.get('backend')}, {status.get('device')})"),
+        ("context", f"{model.get('context_length')} tokens"),
+        ("uptime", _duration(status.get("uptime_s", 0))),
+        (
+            "queue",
+            f"{queue.get('depth', 0)} waiting of {queue.get('capacity', 0)}, "
+            f"{queue.get('active', 0)} running",
+        ),
+        ("requests", f"{perf.get('completed_jobs', 0)} completed"),
+        (
+            "latency",
+            f"p50 {_seconds(perf.get('latency_p50_s'))}, p95 {_seconds(perf.get('latency_p95_s'))}",
+        ),
+        ("speed", f"{perf.get('tokens_per_second') or '-'} tokens/s"),
+        ("socket", status.get("socket", "")),
+        ("config", ", ".join(status.get("config_files", []))),
+        ("pid", str(status.get("pid", ""))),
+    ]
+    head = f"qwend {status.get('version', '?')}: {state}"
+    return "\n".join([head, *(f"  {name:<9}{value}" for name, value in rows)])
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+# -- ask -------------------------------------------------------------------------
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {
+        "messages": [{"role": "user", "content": args.question}],
+        "stream": True,
+        "max_tokens": args.max_tokens,
+    }
+    if args.temperature is not None:
+        body["temperature"] = args.temperature
+    client = DaemonClient(_socket(args), timeout=None)
+    for event in client.stream("/v1/chat/completions", body):
+        if "error" in event:
+            error = event["error"]
+            print(f"\nqwend: {error.get('message')}", file=sys.stderr)
+            if error.get("hint"):
+                print(f"  hint: {error['hint']}", file=sys.stderr)
+            return 1
+        for choice in event.get("choices", []):
+            print(choice.get("delta", {}).get("content", ""), end="", flush=True)
+    print()
+    return 0
+
+
+# -- pull ------------------------------------------------------------------------
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from qwend.config import load_config
+    from qwend.model_store import pull
+
+    config = load_config(Path(args.config) if args.config else None)
+    pull(config, args.model, force=args.force)
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qwend", description="A local code-assistant daemon: one model, every editor."
+    )
+    parser.add_argument("--version", action="version", version=f"qwend {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="user config file (default: XDG config)")
+    common.add_argument("--socket", help="Unix socket path (default: from the config)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", parents=[common], help="run the daemon")
+    serve.add_argument("--model", help="resident model profile (overrides daemon.model)")
+    serve.add_argument("--detach", action="store_true", help="run in the background")
+    serve.add_argument("--log-file", help="log file for --detach (default: XDG state dir)")
+    serve.add_argument(
+        "--wait",
+        type=float,
+        default=600.0,
+        help="with --detach: seconds to wait for ready (default 600)",
+    )
+    serve.set_defaults(run=cmd_serve)
+
+    stop = sub.add_parser("stop", parents=[common], help="stop the daemon (drains first)")
+    stop.add_argument("--timeout", type=float, default=60.0 + STOP_GRACE_S)
+    stop.set_defaults(run=cmd_stop)
+
+    status = sub.add_parser("status", parents=[common], help="health of the daemon and model")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--timeout", type=float, default=2.0, help="seconds to wait (default 2)")
+    status.set_defaults(run=cmd_status)
+
+    ask = sub.add_parser("ask", parents=[common], help="ask the resident model a question")
+    ask.add_argument("question")
+    ask.add_argument("--max-tokens", type=int, default=256)
+    ask.add_argument("--temperature", type=float)
+    ask.set_defaults(run=cmd_ask)
+
+    pull = sub.add_parser("pull", parents=[common], help="download a model profile's weights")
+    pull.add_argument("model", help="profile name, e.g. smollm2-135m")
+    pull.add_argument("--force", action="store_true", help="fetch again even if present")
+    pull.set_defaults(run=cmd_pull)
+    return parser

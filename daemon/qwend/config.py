@@ -1,0 +1,185 @@
+"""Protocol: qwend's configuration, parsed and validated into typed objects.
+
+Two TOML files are read: the shipped defaults (``config/qwend.toml``) and the
+user's file (``$XDG_CONFIG_HOME/qwend/config.toml`` or ``--config``), which
+overrides them table by table, key by key. An unknown key, a wrong type or an
+out-of-range value raises ConfigError naming the file, the key and the reason;
+nothing is guessed and nothing falls back silently.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from qwend import paths
+from qwend.errors import ConfigError
+
+BackendName = Literal["transformers", "exllamav2"]
+FamilyName = Literal["qwen2.5", "smollm2"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DaemonSettings(_Strict):
+    model: str = Field(min_length=1)
+    preload: bool = True
+
+
+class ServerSettings(_Strict):
+    socket: str = ""
+    max_body_bytes: int = Field(ge=1024, le=64 * 2**20)
+    queue_size: int = Field(ge=1, le=4096)
+    shutdown_timeout_s: float = Field(ge=0, le=600)
+    status_timeout_s: float = Field(gt=0, le=60)
+
+
+class ModelProfile(_Strict):
+    backend: BackendName
+    family: FamilyName
+    device: Literal["cpu", "cuda"]
+    context_length: int = Field(ge=256, le=1_048_576)
+    path: str = ""
+    source: str = Field(min_length=1)
+    threads: int = Field(default=0, ge=0, le=256)
+    description: str = ""
+
+
+class GenerationDefaults(_Strict):
+    max_tokens: int = Field(ge=1)
+    max_tokens_limit: int = Field(ge=1)
+    temperature: float = Field(ge=0, le=2, allow_inf_nan=False)
+    top_p: float = Field(gt=0, le=1, allow_inf_nan=False)
+
+
+class Settings(_Strict):
+    daemon: DaemonSettings
+    server: ServerSettings
+    generation: GenerationDefaults
+    models: dict[str, ModelProfile]
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated settings plus where they came from."""
+
+    settings: Settings
+    files: tuple[Path, ...]
+
+    @property
+    def model_name(self) -> str:
+        return self.settings.daemon.model
+
+    @property
+    def profile(self) -> ModelProfile:
+        return self.settings.models[self.model_name]
+
+    def model_dir(self, name: str | None = None) -> Path:
+        """The folder the profile's weights live in (``path`` or the cache)."""
+        profile = self.settings.models[name or self.model_name]
+        if profile.path:
+            return Path(profile.path).expanduser()
+        return paths.models_dir() / (name or self.model_name)
+
+    def socket_path(self) -> Path:
+        raw = self.settings.server.socket
+        return Path(raw).expanduser() if raw else paths.default_socket_path()
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}", file=str(path)) from None
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _has_key(data: dict[str, Any], loc: tuple[str | int, ...]) -> bool:
+    node: Any = data
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _validation_error(
+    exc: ValidationError, layers: list[tuple[Path, dict[str, Any]]]
+) -> ConfigError:
+    first = exc.errors(include_url=False)[0]
+    loc = tuple(first["loc"])
+    key = ".".join(str(part) for part in loc)
+    # Blame the last file that set the key; a missing key belongs to the last file.
+    source = next((p for p, d in reversed(layers) if _has_key(d, loc)), layers[-1][0])
+    value = f" (got {first['input']!r})" if first["type"] != "missing" else ""
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return ConfigError(
+        f"{source}: key '{key}': {first['msg']}{value}{more}",
+        hint="see docs/config.md for every key and its allowed values",
+        file=str(source),
+        key=key,
+    )
+
+
+def load_config(user_path: Path | None = None, *, model_override: str | None = None) -> Config:
+    """Read shipped defaults, then the user file (if it exists), and validate.
+
+    ``user_path`` given explicitly must exist; the default user path may be
+    absent. ``model_override`` (``qwend serve --model``) picks the resident
+    profile visibly, on the command line. Raises ConfigError.
+    """
+    shipped = paths.shipped_config_path()
+    layers = [(shipped, _read_toml(shipped))]
+    if user_path is not None:
+        layers.append((user_path, _read_toml(user_path)))
+    elif paths.user_config_path().is_file():
+        layers.append((paths.user_config_path(), _read_toml(paths.user_config_path())))
+    merged: dict[str, Any] = {}
+    for _, data in layers:
+        merged = _merge(merged, data)
+    if model_override is not None:
+        merged = _merge(merged, {"daemon": {"model": model_override}})
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise _validation_error(exc, layers) from None
+    files = tuple(path for path, _ in layers)
+    _check_consistency(settings, files[-1])
+    return Config(settings=settings, files=files)
+
+
+def _check_consistency(settings: Settings, source: Path) -> None:
+    name = settings.daemon.model
+    if name not in settings.models:
+        raise ConfigError(
+            f"{source}: key 'daemon.model': no model profile named '{name}'",
+            hint="choose one of: " + ", ".join(sorted(settings.models)),
+            key="daemon.model",
+        )
+    gen = settings.generation
+    if gen.max_tokens > gen.max_tokens_limit:
+        raise ConfigError(
+            f"{source}: key 'generation.max_tokens': {gen.max_tokens} is above "
+            f"generation.max_tokens_limit ({gen.max_tokens_limit})",
+            key="generation.max_tokens",
+        )

@@ -1,0 +1,1 @@
+"""Engine: backends, the generation thread, and the meaning of each endpoint."""

@@ -1,0 +1,70 @@
+"""Engine: the small interface every model backend implements.
+
+A backend only runs the model: load, tokenize, decode, and yield one token id
+per step. The engine (engine.py) owns the thread, the queue, stop strings,
+detokenization, cancellation and statistics, so each backend stays small and
+any backend gets the same behaviour.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to pick each next token. temperature 0 means greedy (argmax)."""
+
+    temperature: float
+    top_p: float
+    seed: int | None = None
+
+
+class Backend(ABC):
+    """One loaded model. Not thread-safe: only the engine's thread calls it."""
+
+    name: str
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load weights and tokenizer. Raises ModelMissing or BackendUnavailable."""
+
+    @abstractmethod
+    def unload(self) -> None:
+        """Free the model's memory; ``load`` may be called again later."""
+
+    @property
+    @abstractmethod
+    def context_length(self) -> int:
+        """Prompt plus generated tokens must fit in this many tokens."""
+
+    @property
+    @abstractmethod
+    def stop_token_ids(self) -> frozenset[int]:
+        """Token ids that end a generation (end of turn, end of text)."""
+
+    @abstractmethod
+    def tokenize(self, text: str) -> list[int]:
+        """Exact token ids for ``text``; special-token markup maps to its ids."""
+
+    @abstractmethod
+    def decode(self, ids: list[int]) -> str:
+        """Text for ``ids``, special tokens included as text."""
+
+    @abstractmethod
+    def generate(
+        self, prompt_ids: list[int], sampling: Sampling, max_new_tokens: int
+    ) -> Generator[int, None, None]:
+        """Yield generated token ids one step at a time.
+
+        The engine stops early by closing the iterator, so an implementation
+        must hold no state outside it that a close would leave inconsistent.
+        Raises OutOfMemory when the device runs out of memory.
+        """
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Device and memory facts for /v1/status (cheap; called off-thread)."""

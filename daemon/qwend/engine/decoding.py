@@ -1,0 +1,81 @@
+"""Engine: turn a stream of token ids into a stream of text, honouring stops.
+
+Two small pieces, both pure so they are tested without a model:
+
+- IncrementalDecoder emits text only once it is final (a token that ends in
+  the middle of a UTF-8 character, or that merges with the next one, is held).
+- StopMatcher cuts the text at the first stop string, holding back any tail
+  that could still become one, so a client never sees half a stop string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+REPLACEMENT_CHAR = "\ufffd"  # what a decoder prints for an incomplete UTF-8 sequence
+
+
+class IncrementalDecoder:
+    """Decode a growing id list with a sliding window, as TGI and vLLM do."""
+
+    def __init__(self, decode: Callable[[list[int]], str]) -> None:
+        self._decode = decode
+        self._ids: list[int] = []
+        self._prefix_offset = 0
+        self._read_offset = 0
+
+    def push(self, token_id: int) -> str:
+        """Add one token; return the text that became final (maybe empty)."""
+        self._ids.append(token_id)
+        prefix = self._decode(self._ids[self._prefix_offset : self._read_offset])
+        full = self._decode(self._ids[self._prefix_offset :])
+        if len(full) > len(prefix) and not full.endswith(REPLACEMENT_CHAR):
+            self._prefix_offset = self._read_offset
+            self._read_offset = len(self._ids)
+            return full[len(prefix) :]
+        return ""
+
+    def flush(self) -> str:
+        """Whatever is still held at the end of generation."""
+        prefix = self._decode(self._ids[self._prefix_offset : self._read_offset])
+        full = self._decode(self._ids[self._prefix_offset :])
+        self._prefix_offset = self._read_offset = len(self._ids)
+        return full[len(prefix) :]
+
+
+class StopMatcher:
+    """Find the first stop string across chunk boundaries."""
+
+    def __init__(self, stops: Iterable[str]) -> None:
+        self._stops = tuple(s for s in dict.fromkeys(stops) if s)
+        self._held = ""
+        self.stopped = False
+
+    def push(self, text: str) -> str:
+        """Feed new text; return what is safe to emit. Sets ``stopped`` on a hit."""
+        if self.stopped:
+            return ""
+        pending = self._held + text
+        cut = min((i for i in (pending.find(s) for s in self._stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            self._held = ""
+            return pending[:cut]
+        keep = self._longest_partial_stop(pending)
+        self._held = pending[len(pending) - keep :] if keep else ""
+        return pending[: len(pending) - keep]
+
+    def flush(self) -> str:
+        """Release held text when generation ends for another reason."""
+        held, self._held = self._held, ""
+        return "" if self.stopped else held
+
+    def _longest_partial_stop(self, text: str) -> int:
+        """Length of the longest suffix of ``text`` that begins some stop string."""
+        best = 0
+        for stop in self._stops:
+            for size in range(min(len(stop) - 1, len(text)), best, -1):
+                if stop.startswith(text[-size:]):
+                    best = size
+                    break
+        return best

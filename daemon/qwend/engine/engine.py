@@ -1,0 +1,415 @@
+"""Engine: one generation thread, a bounded queue, and the model's state.
+
+The asyncio side (HTTP handlers) never touches the model. It calls
+``submit``, which checks the request against the context window and puts a
+Job on a bounded queue (full: QueueFull at once), then awaits the Job's
+events. The single generation thread owns the backend: it loads the model
+(at start, or on the first job when ``preload`` is off), runs one job at a
+time, and checks the job's cancel flag after every token, so a client that
+goes away frees the model within one step. A job cancelled while queued is
+never run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from qwend.engine.backend import Backend, Sampling
+from qwend.engine.decoding import IncrementalDecoder, StopMatcher
+from qwend.engine.stats import Stats
+from qwend.errors import (
+    ContextLengthExceeded,
+    GenerationFailed,
+    ModelNotLoaded,
+    OutOfMemory,
+    QueueFull,
+    QwendError,
+    ShuttingDown,
+)
+from qwend.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+_STOP_THREAD: Final = object()  # queue sentinel: the thread exits when it dequeues this
+
+
+class ModelState(enum.Enum):
+    UNLOADED = "unloaded"
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A rendered prompt plus everything the engine needs to run it."""
+
+    prompt: str
+    max_tokens: int
+    sampling: Sampling
+    stops: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Finish:
+    """How a job ended. ``reason`` is the OpenAI finish_reason, or "cancelled"."""
+
+    reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    time_to_first_token_s: float | None
+    duration_s: float
+
+
+_job_ids = itertools.count(1)
+
+
+@dataclass
+class Job:
+    """One request's generation, as seen from the asyncio side."""
+
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    prompt_ids: list[int] | None
+    id: int = field(default_factory=lambda: next(_job_ids))
+    enqueued_at: float = field(default_factory=time.monotonic)
+    finish: Finish | None = None
+    _cancel: threading.Event = field(default_factory=threading.Event)
+    _events: asyncio.Queue[str | Finish | QwendError] = field(default_factory=asyncio.Queue)
+
+    def cancel(self) -> None:
+        """Ask the generation thread to stop this job; safe from any thread."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    async def stream(self) -> AsyncIterator[str]:
+        """Yield text deltas; ``finish`` is set when it ends. Raises QwendError."""
+        while True:
+            item = await self._events.get()
+            if isinstance(item, str):
+                yield item
+            elif isinstance(item, Finish):
+                self.finish = item
+                return
+            else:
+                raise item
+
+    async def text(self) -> str:
+        return "".join([delta async for delta in self.stream()])
+
+    @property
+    def finish_reason(self) -> str:
+        return self.finish.reason if self.finish is not None else "cancelled"
+
+    @property
+    def usage(self) -> dict[str, int]:
+        prompt = self.finish.prompt_tokens if self.finish is not None else 0
+        completion = self.finish.completion_tokens if self.finish is not None else 0
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+    def _post(self, item: str | Finish | QwendError) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._events.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody is listening
+            self.cancel()
+
+
+class Engine:
+    """Owns the backend and its thread. Thread-safe methods say so."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        model_name: str,
+        queue_size: int,
+        metrics: Metrics,
+    ) -> None:
+        self.backend = backend
+        self.model_name = model_name
+        self.metrics = metrics
+        self.stats = Stats()
+        self.state = ModelState.UNLOADED
+        self.error: str | None = None
+        self.load_seconds: float | None = None
+        self._queue: queue.Queue[Job | object] = queue.Queue(maxsize=queue_size)
+        self._queue_size = queue_size
+        self._active: Job | None = None
+        self._accepting = True
+        self._tokenize_lock = threading.Lock()  # HF fast tokenizers are not re-entrant
+        self._thread = threading.Thread(target=self._run, name="qwend-generation", daemon=True)
+        self._preload = True
+        self._set_state(ModelState.UNLOADED)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self, *, preload: bool) -> None:
+        self._preload = preload
+        self._thread.start()
+
+    def close(self, timeout: float) -> None:
+        """Refuse new jobs, cancel queued and running ones, stop the thread."""
+        self._accepting = False
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Job):
+                item.cancel()
+                self._finish_cancelled(item)
+        if self._active is not None:
+            self._active.cancel()
+        try:
+            self._queue.put(_STOP_THREAD, timeout=timeout)
+        except queue.Full:
+            return
+        self._thread.join(timeout)
+
+    # -- asyncio side --------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def queue_capacity(self) -> int:
+        return self._queue_size
+
+    @property
+    def busy(self) -> bool:
+        return self._active is not None
+
+    def require_available(self) -> None:
+        """Raise ModelNotLoaded or ShuttingDown if no job could be accepted now."""
+        if not self._accepting:
+            raise ShuttingDown("the daemon is shutting down", hint="retry once it is back")
+        if self.state is ModelState.FAILED:
+            raise ModelNotLoaded(
+                f"model '{self.model_name}' failed to load: {self.error}",
+                hint="run `qwend status` for details; fix the cause and restart the daemon",
+            )
+
+    async def tokenize(self, text: str) -> list[int]:
+        """Exact token ids from the resident model's tokenizer (off the loop)."""
+        self.require_available()
+        if self.state is not ModelState.READY:
+            raise ModelNotLoaded(
+                f"model '{self.model_name}' is {self.state.value}",
+                hint="wait until `qwend status` reports ready",
+            )
+        return await asyncio.to_thread(self._tokenize, text)
+
+    async def submit(self, request: GenerationRequest) -> Job:
+        """Queue a generation. Raises QueueFull, ContextLengthExceeded, ModelNotLoaded.
+
+        When the model is ready the prompt is tokenized and checked here, so
+        an over-long prompt never reaches the queue; with a lazy model that
+        check happens in the thread once the model is loaded.
+        """
+        self.require_available()
+        prompt_ids = None
+        if self.state is ModelState.READY:
+            prompt_ids = await asyncio.to_thread(self._tokenize, request.prompt)
+            self._check_context(len(prompt_ids), request.max_tokens)
+        job = Job(request=request, loop=asyncio.get_running_loop(), prompt_ids=prompt_ids)
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise QueueFull(
+                f"{self._queue_size} requests are already waiting for the model",
+                hint="retry shortly, or raise server.queue_size",
+            ) from None
+        self.metrics.queue_depth.set(self._queue.qsize())
+        return job
+
+    # -- generation thread ---------------------------------------------------
+
+    def _run(self) -> None:
+        if self._preload:
+            self._load()
+        while True:
+            item = self._queue.get()
+            self.metrics.queue_depth.set(self._queue.qsize())
+            if item is _STOP_THREAD:
+                break
+            assert isinstance(item, Job)
+            self._active = item
+            try:
+                self._run_job(item)
+            finally:
+                self._active = None
+        self.backend.unload()
+        self._set_state(ModelState.UNLOADED)
+
+    def _load(self) -> None:
+        self._set_state(ModelState.LOADING)
+        started = time.monotonic()
+        log.info("loading model '%s' with the %s backend", self.model_name, self.backend.name)
+        try:
+            self.backend.load()
+        except QwendError as exc:
+            self._fail_load(str(exc))
+            return
+        except Exception as exc:  # any library error while loading: report, keep serving
+            log.exception("model load failed")
+            self._fail_load(f"{type(exc).__name__}: {exc}")
+            return
+        self.load_seconds = time.monotonic() - started
+        self.metrics.model_load_seconds.set(self.load_seconds)
+        log.info("model '%s' ready in %.2fs", self.model_name, self.load_seconds)
+        self._set_state(ModelState.READY)
+
+    def _fail_load(self, message: str) -> None:
+        self.error = message
+        log.error("model '%s' failed to load: %s", self.model_name, message)
+        self._set_state(ModelState.FAILED)
+
+    def _run_job(self, job: Job) -> None:
+        if job.cancelled:
+            self._finish_cancelled(job)
+            return
+        if self.state is ModelState.UNLOADED:
+            self._load()
+        try:
+            self.require_available()
+            if job.prompt_ids is None:
+                job.prompt_ids = self._tokenize(job.request.prompt)
+                self._check_context(len(job.prompt_ids), job.request.max_tokens)
+            finish = self._generate(job, job.prompt_ids)
+        except QwendError as exc:
+            self.metrics.jobs.labels(outcome=exc.code).inc()
+            job._post(exc)
+            return
+        except Exception:  # a backend bug must fail this job, not the thread
+            log.exception("generation failed for job %d", job.id)
+            self.metrics.jobs.labels(outcome="generation_failed").inc()
+            job._post(GenerationFailed("generation failed", hint="see the daemon log"))
+            return
+        self._record(job, finish)
+        job._post(finish)
+
+    def _generate(self, job: Job, prompt_ids: list[int]) -> Finish:
+        request = job.request
+        started = time.monotonic()
+        decoder = IncrementalDecoder(self.backend.decode)
+        matcher = StopMatcher(request.stops)
+        stop_ids = self.backend.stop_token_ids
+        first_token_at: float | None = None
+        produced = 0
+        reason = "length"
+        steps = self.backend.generate(prompt_ids, request.sampling, request.max_tokens)
+        try:
+            for token in steps:
+                produced += 1
+                if first_token_at is None:
+                    first_token_at = time.monotonic()
+                if job.cancelled:
+                    reason = "cancelled"
+                    break
+                if token in stop_ids:
+                    reason = "stop"
+                    break
+                text = matcher.push(decoder.push(token))
+                if text:
+                    job._post(text)
+                if matcher.stopped:
+                    reason = "stop"
+                    break
+        except OutOfMemory:
+            raise
+        except MemoryError as exc:
+            raise OutOfMemory("the host ran out of memory for this request") from exc
+        finally:
+            steps.close()
+        if reason != "cancelled":
+            tail = matcher.push(decoder.flush()) + matcher.flush()
+            if tail:
+                job._post(tail)
+        ttft = None if first_token_at is None else first_token_at - started
+        return Finish(reason, len(prompt_ids), produced, ttft, time.monotonic() - started)
+
+    def _record(self, job: Job, finish: Finish) -> None:
+        self.metrics.jobs.labels(outcome=finish.reason).inc()
+        self.metrics.prompt_tokens.inc(finish.prompt_tokens)
+        self.metrics.generated_tokens.inc(finish.completion_tokens)
+        if finish.time_to_first_token_s is not None:
+            self.metrics.time_to_first_token.observe(finish.time_to_first_token_s)
+        self.stats.record(
+            latency_s=time.monotonic() - job.enqueued_at,
+            tokens=finish.completion_tokens,
+            generate_s=finish.duration_s,
+        )
+        log.info(
+            "job %d: %s, %d prompt + %d generated tokens in %.2fs",
+            job.id,
+            finish.reason,
+            finish.prompt_tokens,
+            finish.completion_tokens,
+            finish.duration_s,
+        )
+
+    def _finish_cancelled(self, job: Job) -> None:
+        self.metrics.jobs.labels(outcome="cancelled").inc()
+        log.info("job %d: cancelled before it ran", job.id)
+        job._post(Finish("cancelled", 0, 0, None, 0.0))
+
+    # -- shared helpers ------------------------------------------------------
+
+    def _tokenize(self, text: str) -> list[int]:
+        with self._tokenize_lock:
+            return self.backend.tokenize(text)
+
+    def _check_context(self, prompt_tokens: int, max_tokens: int) -> None:
+        limit = self.backend.context_length
+        if prompt_tokens + max_tokens > limit:
+            raise ContextLengthExceeded(
+                f"the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}: "
+                f"{prompt_tokens + max_tokens} is more than the model's context of {limit}",
+                hint="shorten the prompt or lower max_tokens",
+                prompt_tokens=prompt_tokens,
+                max_tokens=max_tokens,
+                context_length=limit,
+            )
+
+    def _set_state(self, state: ModelState) -> None:
+        self.state = state
+        self.metrics.model_state.state(state.value)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Model state, queue and speed figures for /v1/status (cheap, lock-free)."""
+        snap: dict[str, Any] = {
+            "name": self.model_name,
+            "backend": self.backend.name,
+            "state": self.state.value,
+            "error": self.error,
+            "load_seconds": self.load_seconds,
+            "context_length": self.backend.context_length,
+        }
+        if self.state is ModelState.READY:
+            snap.update(self.backend.describe())
+        return {
+            "model": snap,
+            "queue": {
+                "depth": self.queue_depth,
+                "capacity": self._queue_size,
+                "active": 1 if self.busy else 0,
+            },
+            "performance": self.stats.summary(),
+        }

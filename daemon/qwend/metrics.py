@@ -1,0 +1,57 @@
+"""Protocol: the Prometheus metrics qwend exports on GET /metrics.
+
+A registry per daemon (not the library's global one) so that tests can run
+several daemons in one process and every series is qwend's own.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
+
+MODEL_STATES = ["unloaded", "loading", "ready", "failed"]
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "qwend_requests",
+            "HTTP requests by endpoint and outcome",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "qwend_request_duration_seconds",
+            "HTTP request duration",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.jobs = Counter(
+            "qwend_jobs",
+            "Generation jobs by how they ended (stop, length, cancelled, error code)",
+            ["outcome"],
+            registry=r,
+        )
+        self.prompt_tokens = Counter("qwend_prompt_tokens", "Prompt tokens processed", registry=r)
+        self.generated_tokens = Counter("qwend_generated_tokens", "Tokens generated", registry=r)
+        self.time_to_first_token = Histogram(
+            "qwend_time_to_first_token_seconds",
+            "From start of generation to the first token",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge("qwend_queue_depth", "Jobs waiting for the model", registry=r)
+        self.model_state = Enum(
+            "qwend_model_state",
+            "State of the resident model",
+            states=MODEL_STATES,
+            registry=r,
+        )
+        self.model_load_seconds = Gauge(
+            "qwend_model_load_seconds",
+            "How long the last model load took",
+            registry=r,
+        )

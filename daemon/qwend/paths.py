@@ -1,0 +1,135 @@
+"""Transport: where qwend keeps its socket, lock, log, model cache and config.
+
+Follows the XDG base directory spec. Nothing here is ever derived from a
+request field: every path comes from the environment, the config or the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import tomllib
+from pathlib import Path
+from typing import Final
+
+from qwend.errors import SocketPathError
+
+APP: Final = "qwend"
+SOCKET_NAME: Final = "qwend.sock"
+LOCK_NAME: Final = "qwend.lock"
+LOG_NAME: Final = "qwend.log"
+MAX_SOCKET_PATH_BYTES: Final = 107  # sun_path is 108 bytes on Linux, one for the NUL
+PRIVATE_DIR_MODE: Final = 0o700  # only the owner may reach the socket inside
+SHIPPED_CONFIG_NAME: Final = "qwend.toml"
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var, "")
+    # The spec says relative values are invalid and must be ignored.
+    if value and os.path.isabs(value):
+        return Path(value)
+    return Path.home() / fallback
+
+
+def runtime_dir() -> Path:
+    """``$XDG_RUNTIME_DIR/qwend``, or ``/tmp/qwend-<uid>`` when that is unset.
+
+    The fallback is per user and checked by :func:`ensure_private_dir`, so
+    another user cannot pre-create it to intercept the socket.
+    """
+    base = os.environ.get("XDG_RUNTIME_DIR", "")
+    if base and os.path.isabs(base):
+        return Path(base) / APP
+    return Path("/tmp") / f"{APP}-{os.getuid()}"
+
+
+def default_socket_path() -> Path:
+    return runtime_dir() / SOCKET_NAME
+
+
+def lock_path_for(socket_path: Path) -> Path:
+    """One lock per socket: two daemons on different sockets may coexist."""
+    return socket_path.with_name(socket_path.name.removesuffix(".sock") + ".lock")
+
+
+def user_config_path() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config") / APP / "config.toml"
+
+
+def cache_dir() -> Path:
+    return _xdg("XDG_CACHE_HOME", ".cache") / APP
+
+
+def models_dir() -> Path:
+    return cache_dir() / "models"
+
+
+def log_path() -> Path:
+    return _xdg("XDG_STATE_HOME", ".local/state") / APP / LOG_NAME
+
+
+def check_socket_path(path: Path) -> None:
+    """Raise SocketPathError if ``path`` cannot be bound as a Unix socket."""
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
+        raise SocketPathError(
+            f"socket path is {len(os.fsencode(path))} bytes; Unix sockets allow "
+            f"at most {MAX_SOCKET_PATH_BYTES}",
+            hint="choose a shorter path with --socket or server.socket in the config",
+        )
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create ``path`` 0700 and refuse it if another user owns it or it is a link.
+
+    Raises SocketPathError with what is wrong and how to fix it.
+    """
+    try:
+        path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        info = os.lstat(path)
+    except OSError as exc:
+        raise SocketPathError(
+            f"cannot create the socket directory {path}: {exc.strerror}",
+            hint="check permissions, or choose another path with --socket",
+        ) from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise SocketPathError(
+            f"{path} is not a directory", hint="remove it or choose another --socket"
+        )
+    if info.st_uid != os.getuid():
+        raise SocketPathError(
+            f"{path} belongs to another user (uid {info.st_uid})",
+            hint="remove it or choose another --socket",
+        )
+    if stat.S_IMODE(info.st_mode) != PRIVATE_DIR_MODE:
+        os.chmod(path, PRIVATE_DIR_MODE)
+
+
+def shipped_config_path() -> Path:
+    """The shipped defaults: ``config/`` of a source checkout (editable installs),
+    else the copy a wheel install puts in ``<prefix>/share/qwend/``."""
+    checkout = Path(__file__).resolve().parents[2] / "config" / SHIPPED_CONFIG_NAME
+    if checkout.is_file():
+        return checkout
+    return Path(sys.prefix) / "share" / APP / SHIPPED_CONFIG_NAME
+
+
+def configured_socket_path(user_config: Path | None) -> Path:
+    """The socket a daemon started with this config listens on, read cheaply.
+
+    The light CLI commands (status, stop, ask) use this instead of full
+    validation, which would import pydantic and cost them a third of a
+    second. A file that cannot be read is skipped: the daemon reports it.
+    """
+    files = [shipped_config_path(), user_config or user_config_path()]
+    chosen = ""
+    for path in files:
+        try:
+            with path.open("rb") as handle:
+                server = tomllib.load(handle).get("server", {})
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        value = server.get("socket") if isinstance(server, dict) else None
+        if isinstance(value, str):
+            chosen = value
+    return Path(chosen).expanduser() if chosen else default_socket_path()

@@ -1,0 +1,1 @@
+"""Transport: the HTTP-over-Unix-socket server (aiohttp); never imports the engine."""

@@ -1,0 +1,266 @@
+"""Transport: the socket's HTTP routes, on aiohttp.
+
+Handlers only parse, delegate to the Service, and shape the answer. Every
+failure leaves as a JSON error body with a stable code (errors.py); nothing
+here ever sends a traceback or a path. /health, /v1/status and /metrics read
+snapshots and never wait behind inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from qwend.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    QwendError,
+)
+from qwend.metrics import Metrics
+from qwend.protocol import (
+    ChatRequest,
+    CompletionRequest,
+    Generation,
+    Service,
+    TokenizeRequest,
+    chat_body,
+    chat_chunk,
+    completion_body,
+    new_id,
+    parse_body,
+    usage_chunk,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE: Final = web.AppKey("service", Service)
+METRICS: Final = web.AppKey("metrics", Metrics)
+MAX_BODY_BYTES: Final = web.AppKey("max_body_bytes", int)
+PEER_CRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_error(exc: QwendError) -> web.Response:
+    return web.json_response(exc.to_dict(), status=exc.http_status)
+
+
+def _endpoint(request: web.Request) -> str:
+    route = request.match_info.route
+    resource = route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def errors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into a JSON error and count every request."""
+    metrics = request.app[METRICS]
+    endpoint = _endpoint(request)
+    started = time.monotonic()
+    outcome = "ok"
+    try:
+        response = await handler(request)
+    except QwendError as exc:
+        outcome = exc.code
+        response = json_error(exc)
+    except web.HTTPException as exc:
+        error = _from_http_exception(request, exc)
+        outcome = error.code
+        response = json_error(error)
+    except asyncio.CancelledError:
+        outcome = "client_disconnected"
+        raise
+    except Exception:  # a bug must cost one request, never the daemon
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        outcome = "internal_error"
+        response = json_error(QwendError("internal error", hint="see the daemon log"))
+    finally:
+        elapsed = time.monotonic() - started
+        metrics.requests.labels(endpoint=endpoint, outcome=outcome).inc()
+        metrics.request_duration.labels(endpoint=endpoint).observe(elapsed)
+        if endpoint not in ("/health", "/metrics", "/v1/status"):
+            log.info("%s %s -> %s in %.3fs", request.method, request.path, outcome, elapsed)
+    return response
+
+
+def _from_http_exception(request: web.Request, exc: web.HTTPException) -> QwendError:
+    if exc.status == 413:
+        return PayloadTooLarge(
+            f"the body is larger than {request.app[MAX_BODY_BYTES]} bytes",
+            hint="send less, or raise server.max_body_bytes",
+        )
+    if exc.status == 404:
+        return NotFound(f"no endpoint {request.path}", hint="see docs/api.md")
+    if exc.status == 405:
+        error = BadRequest(f"{request.method} is not allowed on {request.path}")
+        error.http_status = 405
+        return error
+    error = BadRequest(exc.reason)
+    error.http_status = exc.status
+    return error
+
+
+@web.middleware
+async def same_user_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse peers of another uid (behind the socket's 0600 mode)."""
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is not None and sock.family == socket.AF_UNIX:
+        _pid, uid, _gid = PEER_CRED.unpack(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEER_CRED.size)
+        )
+        if uid != os.getuid():
+            raise Forbidden("this daemon serves only the user who started it")
+    return await handler(request)
+
+
+async def _body(request: web.Request, model: type[Any]) -> Any:
+    return parse_body(model, await request.read())
+
+
+def _sse(payload: dict[str, Any] | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    return f"data: {data}\n\n".encode()
+
+
+async def _stream(
+    request: web.Request,
+    job: Generation,
+    chunk: Callable[[str], dict[str, Any]],
+    closing: Callable[[], list[dict[str, Any]]],
+) -> web.StreamResponse:
+    """Send ``job`` as Server-Sent Events, ending with ``data: [DONE]``.
+
+    The first delta is awaited before headers go out, so an error that comes
+    before any text still gets its own HTTP status.
+    """
+    deltas = job.stream()
+    try:
+        first: str | None = await anext(deltas)
+    except StopAsyncIteration:
+        first = None
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    try:
+        if first is not None:
+            await response.write(_sse(chunk(first)))
+            async for delta in deltas:
+                await response.write(_sse(chunk(delta)))
+        for payload in closing():
+            await response.write(_sse(payload))
+    except QwendError as exc:  # headers are gone: report in-band, as OpenAI does
+        await response.write(_sse(exc.to_dict()))
+    await response.write(_sse("[DONE]"))
+    await response.write_eof()
+    return response
+
+
+# -- handlers --------------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    state = service.state()
+    return web.json_response(
+        {"status": state, "model": service.model_name}, status=200 if state == "ready" else 503
+    )
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICE].status())
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def models(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICE].models())
+
+
+async def tokenize(request: web.Request) -> web.Response:
+    req = await _body(request, TokenizeRequest)
+    return web.json_response(await request.app[SERVICE].tokenize(req))
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    req: CompletionRequest = await _body(request, CompletionRequest)
+    service = request.app[SERVICE]
+    job = await service.complete(req)
+    rid, model = new_id("cmpl"), service.model_name
+    try:
+        if not req.stream:
+            text = await job.text()
+            return web.json_response(
+                completion_body(rid, model, text, job.finish_reason, job.usage)
+            )
+
+        def closing() -> list[dict[str, Any]]:
+            last = [completion_body(rid, model, "", job.finish_reason, None)]
+            if req.stream_options and req.stream_options.include_usage:
+                last.append(usage_chunk(rid, model, "text_completion", job.usage))
+            return last
+
+        return await _stream(
+            request, job, lambda d: completion_body(rid, model, d, None, None), closing
+        )
+    finally:
+        job.cancel()  # a no-op once finished; frees the model if the client left
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    req: ChatRequest = await _body(request, ChatRequest)
+    service = request.app[SERVICE]
+    job = await service.chat(req)
+    rid, model = new_id("chatcmpl"), service.model_name
+    try:
+        if not req.stream:
+            text = await job.text()
+            return web.json_response(chat_body(rid, model, text, job.finish_reason, job.usage))
+        sent_role = False
+
+        def chunk(delta: str) -> dict[str, Any]:
+            nonlocal sent_role
+            body = {"content": delta} if sent_role else {"role": "assistant", "content": delta}
+            sent_role = True
+            return chat_chunk(rid, model, body, None)
+
+        def closing() -> list[dict[str, Any]]:
+            last = [chat_chunk(rid, model, {}, job.finish_reason)]
+            if req.stream_options and req.stream_options.include_usage:
+                last.append(usage_chunk(rid, model, "chat.completion.chunk", job.usage))
+            return last
+
+        return await _stream(request, job, chunk, closing)
+    finally:
+        job.cancel()
+
+
+def build_app(service: Service, metrics_: Metrics, *, max_body_bytes: int) -> web.Application:
+    app = web.Application(
+        client_max_size=max_body_bytes, middlewares=[errors_and_metrics, same_user_only]
+    )
+    app[SERVICE] = service
+    app[METRICS] = metrics_
+    app[MAX_BODY_BYTES] = max_body_bytes
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/status", status)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/tokenize", tokenize)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    return app
