@@ -78,6 +78,7 @@ class DaemonClient:
         except (OSError, http.client.HTTPException) as exc:
             raise self._unavailable(exc) from None
         finally:
+            response.close()  # the response holds its own handle on the socket
             connection.close()
 
     def _open(

@@ -1,0 +1,38 @@
+"""Test-only network guard, loaded into the daemon under test via PYTHONPATH.
+
+Any connect on a non-Unix socket, or any DNS lookup, is recorded in the file
+named by QWEND_NETGUARD_LOG and refused. The integration tests assert that
+the file stays empty: serving never reaches out to the network.
+"""
+
+import os
+import socket
+
+_LOG = os.environ.get("QWEND_NETGUARD_LOG")
+
+if _LOG:
+    _connect = socket.socket.connect
+    _connect_ex = socket.socket.connect_ex
+    _getaddrinfo = socket.getaddrinfo
+
+    def _refuse(what: str) -> OSError:
+        with open(_LOG, "a") as log:
+            log.write(what + "\n")
+        return OSError(101, f"network blocked by the qwend test guard: {what}")
+
+    def connect(self, address):  # type: ignore[no-untyped-def]
+        if self.family != socket.AF_UNIX:
+            raise _refuse(f"connect {address!r}")
+        return _connect(self, address)
+
+    def connect_ex(self, address):  # type: ignore[no-untyped-def]
+        if self.family != socket.AF_UNIX:
+            raise _refuse(f"connect_ex {address!r}")
+        return _connect_ex(self, address)
+
+    def getaddrinfo(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise _refuse(f"getaddrinfo {host!r}")
+
+    socket.socket.connect = connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
+    socket.getaddrinfo = getaddrinfo

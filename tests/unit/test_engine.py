@@ -1,0 +1,477 @@
+"""The engine over a scripted fake backend: queue, states, stops, cancel, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from qwend.engine.backend import Sampling
+from qwend.engine.engine import Engine, GenerationRequest, Job, ModelState
+from qwend.errors import (
+    ContextLengthExceeded,
+    GenerationFailed,
+    ModelMissing,
+    ModelNotLoaded,
+    OutOfMemory,
+    QueueFull,
+    ShuttingDown,
+)
+
+WAIT_S = 5.0
+SAMPLING = Sampling(temperature=0.0, top_p=1.0, seed=1)
+
+MakeBackend = Callable[..., Any]
+MakeEngine = Callable[..., Engine]
+
+
+def request(prompt: str = "p", max_tokens: int = 16, stops: tuple[str, ...] = ()) -> GenerationRequest:
+    return GenerationRequest(prompt=prompt, max_tokens=max_tokens, sampling=SAMPLING, stops=stops)
+
+
+async def wait_until(predicate: Callable[[], bool], what: str = "condition") -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.002)
+
+
+async def wait_event(event: threading.Event) -> None:
+    assert await asyncio.to_thread(event.wait, WAIT_S), "event never set"
+
+
+async def ready(engine: Engine) -> Engine:
+    await wait_until(lambda: engine.state is ModelState.READY, "ready")
+    return engine
+
+
+async def text_of(job: Job) -> str:
+    return await asyncio.wait_for(job.text(), WAIT_S)
+
+
+def jobs_total(engine: Engine, outcome: str) -> float:
+    value = engine.metrics.registry.get_sample_value("qwend_jobs_total", {"outcome": outcome})
+    return value or 0.0
+
+
+def state_metric(engine: Engine, state: str) -> float | None:
+    return engine.metrics.registry.get_sample_value("qwend_model_state", {"qwend_model_state": state})
+
+
+# -- model state ---------------------------------------------------------------------
+
+
+async def test_preload_goes_unloaded_loading_ready(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    gate = threading.Event()
+    backend = make_backend("x", load_gate=gate)
+    engine = make_engine(backend, start=False)
+    assert engine.state is ModelState.UNLOADED
+    assert state_metric(engine, "unloaded") == 1.0
+    engine.start(preload=True)
+    await wait_until(lambda: engine.state is ModelState.LOADING, "loading")
+    assert state_metric(engine, "loading") == 1.0
+    assert engine.load_seconds is None
+    gate.set()
+    await ready(engine)
+    assert state_metric(engine, "ready") == 1.0
+    assert state_metric(engine, "loading") == 0.0
+    assert backend.load_calls == 1
+    assert engine.load_seconds is not None
+    assert engine.error is None
+    assert engine.metrics.registry.get_sample_value("qwend_model_load_seconds") == pytest.approx(
+        engine.load_seconds
+    )
+
+
+async def test_job_submitted_while_loading_runs_once_ready(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    gate = threading.Event()
+    backend = make_backend("ok", load_gate=gate)
+    engine = make_engine(backend)
+    await wait_until(lambda: engine.state is ModelState.LOADING, "loading")
+    job = await engine.submit(request("p", max_tokens=2))
+    assert job.prompt_ids is None  # not tokenized before the model is ready
+    gate.set()
+    assert await text_of(job) == "ok"
+    assert engine.state is ModelState.READY
+
+
+async def test_lazy_model_loads_on_first_submit(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    backend = make_backend("hi")
+    engine = make_engine(backend, preload=False)
+    await asyncio.sleep(0.05)
+    assert engine.state is ModelState.UNLOADED
+    assert backend.load_calls == 0
+    job = await engine.submit(request("prompt", max_tokens=2))
+    assert await text_of(job) == "hi"
+    assert engine.state is ModelState.READY
+    assert backend.load_calls == 1
+    assert backend.generate_calls == [[ord(c) for c in "prompt"]]
+    # The second job finds the model loaded.
+    assert await text_of(await engine.submit(request("x", max_tokens=1))) == "h"
+    assert backend.load_calls == 1
+
+
+async def test_load_failure_marks_the_model_failed(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    backend = make_backend("x", load_error=ModelMissing("no weights in /models/x"))
+    engine = make_engine(backend)
+    await wait_until(lambda: engine.state is ModelState.FAILED, "failed")
+    assert engine.error is not None
+    assert "no weights in /models/x" in engine.error
+    assert state_metric(engine, "failed") == 1.0
+    with pytest.raises(ModelNotLoaded) as info:
+        await engine.submit(request())
+    assert info.value.code == "model_not_loaded"
+    assert info.value.http_status == 503
+    assert "no weights in /models/x" in info.value.message
+    assert "fake-model" in info.value.message
+    with pytest.raises(ModelNotLoaded):
+        await engine.tokenize("abc")
+    assert backend.generate_calls == []
+    assert engine.snapshot()["model"]["error"] == engine.error
+
+
+async def test_load_failure_with_a_library_exception(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    engine = make_engine(make_backend("x", load_error=ValueError("bad header")))
+    await wait_until(lambda: engine.state is ModelState.FAILED, "failed")
+    assert engine.error == "ValueError: bad header"
+
+
+async def test_lazy_load_failure_fails_the_waiting_job(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    backend = make_backend("x", load_error=ModelMissing("weights gone"))
+    engine = make_engine(backend, preload=False)
+    job = await engine.submit(request())
+    with pytest.raises(ModelNotLoaded, match="weights gone"):
+        await text_of(job)
+    assert engine.state is ModelState.FAILED
+    assert jobs_total(engine, "model_not_loaded") == 1.0
+    with pytest.raises(ModelNotLoaded):
+        await engine.submit(request())
+
+
+# -- generation ----------------------------------------------------------------------
+
+
+async def test_text_and_finish_length(make_backend: MakeBackend, make_engine: MakeEngine) -> None:
+    backend = make_backend("hello world")
+    engine = await ready(make_engine(backend))
+    job = await engine.submit(request("abc", max_tokens=5))
+    assert job.prompt_ids == [97, 98, 99]
+    assert await text_of(job) == "hello"
+    assert job.finish_reason == "length"
+    assert job.usage == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+    assert backend.generate_calls == [[97, 98, 99]]
+    assert backend.samplings == [SAMPLING]
+    assert jobs_total(engine, "length") == 1.0
+    assert engine.metrics.registry.get_sample_value("qwend_generated_tokens_total") == 5.0
+    assert engine.metrics.registry.get_sample_value("qwend_prompt_tokens_total") == 3.0
+    assert engine.stats.completed == 1
+
+
+async def test_script_shorter_than_max_tokens_ends_with_length(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    engine = await ready(make_engine(make_backend("hi")))
+    job = await engine.submit(request(max_tokens=10))
+    assert await text_of(job) == "hi"
+    assert job.finish_reason == "length"
+    assert job.usage["completion_tokens"] == 2
+
+
+async def test_stream_yields_deltas(make_backend: MakeBackend, make_engine: MakeEngine) -> None:
+    engine = await ready(make_engine(make_backend("abc")))
+    job = await engine.submit(request(max_tokens=3))
+    deltas = [d async for d in job.stream()]
+    assert deltas == ["a", "b", "c"]
+    assert job.finish is not None
+    assert job.finish.reason == "length"
+    assert job.finish.time_to_first_token_s is not None
+
+
+async def test_stop_token_ends_with_stop(make_backend: MakeBackend, make_engine: MakeEngine) -> None:
+    backend = make_backend([ord("h"), ord("i"), 0, ord("x"), ord("y")])
+    engine = await ready(make_engine(backend))
+    job = await engine.submit(request(max_tokens=10))
+    assert await text_of(job) == "hi"
+    assert job.finish_reason == "stop"
+    assert backend.yielded == 3  # nothing is generated past the stop token
+    assert backend.closed == 1
+    assert jobs_total(engine, "stop") == 1.0
+
+
+async def test_stop_string_ends_with_stop(make_backend: MakeBackend, make_engine: MakeEngine) -> None:
+    backend = make_backend("hello world, and more")
+    engine = await ready(make_engine(backend))
+    job = await engine.submit(request(max_tokens=50, stops=("wor",)))
+    assert await text_of(job) == "hello "
+    assert job.finish_reason == "stop"
+    assert backend.yielded == len("hello wor")
+
+
+async def test_partial_stop_string_never_reaches_the_client(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    engine = await ready(make_engine(make_backend("hello")))
+    job = await engine.submit(request(max_tokens=10, stops=("lo",)))
+    deltas = [d async for d in job.stream()]
+    assert deltas == ["h", "e", "l"]  # the first "l" was held, then released
+    assert job.finish_reason == "stop"
+
+
+async def test_held_partial_stop_is_released_at_the_end(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    engine = await ready(make_engine(make_backend("say <|im")))
+    job = await engine.submit(request(max_tokens=20, stops=("<|im_end|>",)))
+    assert await text_of(job) == "say <|im"
+    assert job.finish_reason == "length"
+
+
+async def test_context_length_exceeded_at_submit(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    backend = make_backend("abcdef", context_length=10)
+    engine = await ready(make_engine(backend))
+    with pytest.raises(ContextLengthExceeded) as info:
+        await engine.submit(request("abcdef", max_tokens=5))
+    err = info.value
+    assert err.code == "context_length_exceeded"
+    assert err.http_status == 400
+    assert err.details == {"prompt_tokens": 6, "max_tokens": 5, "context_length": 10}
+    assert engine.queue_depth == 0
+    # Exactly the context fits.
+    job = await engine.submit(request("abcdef", max_tokens=4))
+    assert await text_of(job) == "abcd"
+    assert backend.generate_calls == [[ord(c) for c in "abcdef"]]
+
+
+async def test_context_length_exceeded_with_a_lazy_model(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    backend = make_backend("abc", context_length=8)
+    engine = make_engine(backend, preload=False)
+    job = await engine.submit(request("abcdef", max_tokens=3))
+    with pytest.raises(ContextLengthExceeded):
+        await text_of(job)
+    assert backend.generate_calls == []
+    assert jobs_total(engine, "context_length_exceeded") == 1.0
+
+
+async def test_tokenize(make_backend: MakeBackend, make_engine: MakeEngine) -> None:
+    engine = make_engine(make_backend("x"), preload=False)
+    with pytest.raises(ModelNotLoaded, match="unloaded"):
+        await engine.tokenize("ab")
+    engine2 = await ready(make_engine(make_backend("x")))
+    assert await engine2.tokenize("ab") == [97, 98]
+
+
+# -- queue and cancellation ------------------------------------------------------------
+
+
+async def test_queue_full(make_backend: MakeBackend, make_engine: MakeEngine) -> None:
+    gate = threading.Event()
+    backend = make_backend("ab", step_gate=gate)
+    engine = await ready(make_engine(backend, queue_size=1))
+    running = await engine.submit(request("1", max_tokens=2))
+    await wait_event(backend.started)
+    assert engine.busy
+    waiting = await engine.submit(request("2", max_tokens=2))
+    assert engine.queue_depth == 1
+    assert engine.metrics.registry.get_sample_value("qwend_queue_depth") == 1.0
+    with pytest.raises(QueueFull) as info:
+        await engine.submit(request("3", max_tokens=2))
+    assert info.value.code == "queue_full"
+    assert info.value.http_status == 429
+    snap = engine.snapshot()
+    assert snap["queue"] == {"depth": 1, "capacity": 1, "active": 1}
+    gate.set()
+    assert await text_of(running) == "ab"
+    assert await text_of(waiting) == "ab"
+    assert backend.generate_calls == [[ord("1")], [ord("2")]]  # the refused job never ran
+    # Room again once the queue drained.
+    assert await text_of(await engine.submit(request("4", max_tokens=1))) == "a"
+
+
+async def test_cancelled_queued_job_never_runs(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    gate = threading.Event()
+    backend = make_backend("abc", step_gate=gate)
+    engine = await ready(make_engine(backend))
+    running = await engine.submit(request("run", max_tokens=3))
+    await wait_event(backend.started)
+    queued = await engine.submit(request("queued", max_tokens=3))
+    queued.cancel()
+    assert queued.cancelled
+    gate.set()
+    assert await text_of(running) == "abc"
+    assert await text_of(queued) == ""
+    assert queued.finish_reason == "cancelled"
+    assert queued.usage == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    assert backend.generate_calls == [[ord(c) for c in "run"]]
+    assert jobs_total(engine, "cancelled") == 1.0
+    assert jobs_total(engine, "length") == 1.0
+    # The engine goes on serving.
+    assert await text_of(await engine.submit(request("next", max_tokens=1))) == "a"
+
+
+async def test_cancel_running_job_stops_within_one_step(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    gate = threading.Event()
+    backend = make_backend("z" * 1000, step_gate=gate, context_length=4096)
+    engine = await ready(make_engine(backend))
+    job = await engine.submit(request(max_tokens=1000))
+    await wait_event(backend.started)
+    job.cancel()
+    gate.set()
+    assert await text_of(job) == ""
+    assert job.finish_reason == "cancelled"
+    assert backend.yielded == 1  # the step in flight, then nothing more
+    assert backend.closed == 1  # the engine closed the generator
+    assert jobs_total(engine, "cancelled") == 1.0
+    await wait_until(lambda: not engine.busy, "the thread to go idle")
+
+
+async def test_cancel_mid_stream(make_backend: MakeBackend, make_engine: MakeEngine) -> None:
+    backend = make_backend("y" * 5000, step_delay_s=0.001, context_length=8192)
+    engine = await ready(make_engine(backend))
+    job = await engine.submit(request(max_tokens=5000))
+    received = ""
+    yielded_at_cancel = -1
+    async for delta in job.stream():
+        received += delta
+        if len(received) >= 3 and not job.cancelled:
+            yielded_at_cancel = backend.yielded
+            job.cancel()
+    assert job.finish_reason == "cancelled"
+    assert 3 <= yielded_at_cancel <= backend.yielded <= yielded_at_cancel + 1
+    assert backend.yielded < 5000
+    assert set(received) == {"y"}
+
+
+async def test_out_of_memory_fails_one_job_only(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    backend = make_backend("ok")
+    engine = await ready(make_engine(backend))
+    backend.fail_next(OutOfMemory("CUDA out of memory"), after=1)
+    job = await engine.submit(request(max_tokens=2))
+    with pytest.raises(OutOfMemory) as info:
+        await text_of(job)
+    assert info.value.code == "out_of_memory"
+    assert info.value.http_status == 503
+    assert jobs_total(engine, "out_of_memory") == 1.0
+    assert engine.state is ModelState.READY
+    nxt = await engine.submit(request(max_tokens=2))
+    assert await text_of(nxt) == "ok"
+    assert nxt.finish_reason == "length"
+
+
+async def test_host_memory_error_becomes_out_of_memory(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    backend = make_backend("ok")
+    engine = await ready(make_engine(backend))
+    backend.fail_next(MemoryError())
+    with pytest.raises(OutOfMemory, match="host ran out of memory"):
+        await text_of(await engine.submit(request(max_tokens=2)))
+    assert await text_of(await engine.submit(request(max_tokens=2))) == "ok"
+
+
+async def test_backend_exception_becomes_generation_failed(
+    make_backend: MakeBackend, make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = make_backend("ok")
+    engine = await ready(make_engine(backend))
+    backend.fail_next(RuntimeError("kernel exploded"), after=1)
+    job = await engine.submit(request(max_tokens=2))
+    with pytest.raises(GenerationFailed) as info:
+        await text_of(job)
+    assert info.value.code == "generation_failed"
+    assert info.value.http_status == 500
+    assert "kernel exploded" not in info.value.message  # no internals to the client
+    assert "kernel exploded" in caplog.text  # but the log has them
+    assert jobs_total(engine, "generation_failed") == 1.0
+    assert engine.state is ModelState.READY
+    assert await text_of(await engine.submit(request(max_tokens=2))) == "ok"
+
+
+# -- shutdown --------------------------------------------------------------------------
+
+
+async def test_close_cancels_queued_and_running_jobs(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    gate = threading.Event()
+    backend = make_backend("abc", step_gate=gate)
+    engine = await ready(make_engine(backend))
+    running = await engine.submit(request("1", max_tokens=3))
+    await wait_event(backend.started)
+    queued = [await engine.submit(request(str(i), max_tokens=3)) for i in (2, 3)]
+    closing = asyncio.create_task(asyncio.to_thread(engine.close, WAIT_S))
+    for job in queued:  # close() finishes queued jobs before it waits for the thread
+        assert await text_of(job) == ""
+        assert job.finish_reason == "cancelled"
+    await wait_until(lambda: running.cancelled, "close() to cancel the running job")
+    gate.set()
+    await asyncio.wait_for(closing, WAIT_S)
+    assert await text_of(running) == ""
+    assert running.finish_reason == "cancelled"
+    assert backend.generate_calls == [[ord("1")]]
+    assert jobs_total(engine, "cancelled") == 3.0
+    assert backend.unload_calls == 1
+    assert engine.state is ModelState.UNLOADED
+    with pytest.raises(ShuttingDown) as info:
+        await engine.submit(request())
+    assert info.value.code == "shutting_down"
+
+
+async def test_close_an_idle_engine(make_backend: MakeBackend, make_engine: MakeEngine) -> None:
+    backend = make_backend("x")
+    engine = await ready(make_engine(backend))
+    await asyncio.to_thread(engine.close, WAIT_S)
+    assert backend.unload_calls == 1
+    assert engine.state is ModelState.UNLOADED
+    with pytest.raises(ShuttingDown):
+        engine.require_available()
+
+
+# -- snapshot --------------------------------------------------------------------------
+
+
+async def test_snapshot(make_backend: MakeBackend, make_engine: MakeEngine) -> None:
+    backend = make_backend("ab", context_length=128)
+    engine = make_engine(backend, preload=False, queue_size=7)
+    snap = engine.snapshot()
+    assert snap["model"] == {
+        "name": "fake-model",
+        "backend": "fake",
+        "state": "unloaded",
+        "error": None,
+        "load_seconds": None,
+        "context_length": 128,
+    }
+    assert snap["queue"] == {"depth": 0, "capacity": 7, "active": 0}
+    assert snap["performance"]["completed_jobs"] == 0
+    assert await text_of(await engine.submit(request(max_tokens=2))) == "ab"
+    snap = engine.snapshot()
+    assert snap["model"]["state"] == "ready"
+    assert snap["model"]["device"] == "fake"  # describe() is merged once ready
+    assert snap["performance"]["completed_jobs"] == 1
