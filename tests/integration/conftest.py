@@ -76,15 +76,21 @@ class Daemon:
         """Run a qwend CLI command against this daemon's config and socket."""
         return subprocess.run(
             self.command(*args, "--config", str(self.config_path), "--socket", str(self.socket)),
-            env=self.env, capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def start(self) -> Daemon:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             self.command("serve", "--config", str(self.config_path), "--socket", str(self.socket)),
-            env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
         log.close()
         return self
 

@@ -82,14 +82,12 @@ def test_sigkill_then_restart_reuses_the_socket(make_daemon: Any, model_dir: Pat
     assert daemon.cli("status").returncode == 0
 
 
-def test_sigterm_drains_in_flight_stream_then_exits_zero(
-    make_daemon: Any, model_dir: Path
-) -> None:
+def test_sigterm_drains_in_flight_stream_then_exits_zero(make_daemon: Any, model_dir: Path) -> None:
     daemon: Daemon = make_daemon(smollm2_config(model_dir))
     daemon.start().wait_for("ready")
     events = daemon.client(timeout=120).stream(
-        "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 40, "temperature": 0}
-        | {"stream": True},
+        "/v1/completions",
+        {"prompt": "Once upon a time", "max_tokens": 40, "temperature": 0} | {"stream": True},
     )
     first = next(events)
     assert daemon.process is not None

@@ -29,7 +29,9 @@ MakeBackend = Callable[..., Any]
 MakeEngine = Callable[..., Engine]
 
 
-def request(prompt: str = "p", max_tokens: int = 16, stops: tuple[str, ...] = ()) -> GenerationRequest:
+def request(
+    prompt: str = "p", max_tokens: int = 16, stops: tuple[str, ...] = ()
+) -> GenerationRequest:
     return GenerationRequest(prompt=prompt, max_tokens=max_tokens, sampling=SAMPLING, stops=stops)
 
 
@@ -60,7 +62,9 @@ def jobs_total(engine: Engine, outcome: str) -> float:
 
 
 def state_metric(engine: Engine, state: str) -> float | None:
-    return engine.metrics.registry.get_sample_value("qwend_model_state", {"qwend_model_state": state})
+    return engine.metrics.registry.get_sample_value(
+        "qwend_model_state", {"qwend_model_state": state}
+    )
 
 
 # -- model state ---------------------------------------------------------------------
@@ -204,7 +208,9 @@ async def test_stream_yields_deltas(make_backend: MakeBackend, make_engine: Make
     assert job.finish.time_to_first_token_s is not None
 
 
-async def test_stop_token_ends_with_stop(make_backend: MakeBackend, make_engine: MakeEngine) -> None:
+async def test_stop_token_ends_with_stop(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
     backend = make_backend([ord("h"), ord("i"), 0, ord("x"), ord("y")])
     engine = await ready(make_engine(backend))
     job = await engine.submit(request(max_tokens=10))
@@ -215,7 +221,9 @@ async def test_stop_token_ends_with_stop(make_backend: MakeBackend, make_engine:
     assert jobs_total(engine, "stop") == 1.0
 
 
-async def test_stop_string_ends_with_stop(make_backend: MakeBackend, make_engine: MakeEngine) -> None:
+async def test_stop_string_ends_with_stop(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
     backend = make_backend("hello world, and more")
     engine = await ready(make_engine(backend))
     job = await engine.submit(request(max_tokens=50, stops=("wor",)))

@@ -63,7 +63,12 @@ def documented_tree() -> dict[str, dict[str, str | int | None]]:
 def test_docstring_tree_parses() -> None:
     tree = documented_tree()
     assert len(tree) == 22
-    assert tree["BadRequest"] == {"code": "bad_request", "http": 400, "exit": None, "parent": "RequestError"}
+    assert tree["BadRequest"] == {
+        "code": "bad_request",
+        "http": 400,
+        "exit": None,
+        "parent": "RequestError",
+    }
     assert tree["AlreadyRunning"]["exit"] == 2
 
 
@@ -127,12 +132,19 @@ def test_exit_codes() -> None:
 def test_to_dict_shape() -> None:
     err = BadRequest("field 'n': bad", hint="use n=1", field="n")
     assert err.to_dict() == {
-        "error": {"code": "bad_request", "message": "field 'n': bad", "hint": "use n=1", "field": "n"}
+        "error": {
+            "code": "bad_request",
+            "message": "field 'n': bad",
+            "hint": "use n=1",
+            "field": "n",
+        }
     }
 
 
 def test_to_dict_without_hint_or_details() -> None:
-    assert errors.QueueFull("full").to_dict() == {"error": {"code": "queue_full", "message": "full"}}
+    assert errors.QueueFull("full").to_dict() == {
+        "error": {"code": "queue_full", "message": "full"}
+    }
 
 
 def test_message_hint_and_str() -> None:

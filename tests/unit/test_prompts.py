@@ -93,9 +93,7 @@ def test_chat_does_not_mutate_the_turn_list() -> None:
 def test_completion_qwen_builds_fim_prompt() -> None:
     prompt, stops = render_completion(QWEN, "def add(a, b):\n    ", "\n\nprint(add(1, 2))\n")
     assert prompt == (
-        "<|fim_prefix|>def add(a, b):\n    "
-        "<|fim_suffix|>\n\nprint(add(1, 2))\n"
-        "<|fim_middle|>"
+        "<|fim_prefix|>def add(a, b):\n    <|fim_suffix|>\n\nprint(add(1, 2))\n<|fim_middle|>"
     )
     assert stops == ["print(add(1, 2))"]
 

@@ -139,7 +139,9 @@ def test_bad_json(raw: bytes) -> None:
     assert err.details == {}
 
 
-@pytest.mark.parametrize("raw", [b"[]", b'[{"prompt": "x"}]', b"null", b"1", b"2.5", b'"x"', b"true"])
+@pytest.mark.parametrize(
+    "raw", [b"[]", b'[{"prompt": "x"}]', b"null", b"1", b"2.5", b'"x"', b"true"]
+)
 def test_json_that_is_not_an_object(raw: bytes) -> None:
     assert bad(CompletionRequest, raw).message == "the body must be a JSON object"
 
@@ -202,7 +204,10 @@ def test_max_tokens_wrong_type(value: Any) -> None:
         ({"prompt": "x", "stream": 1}, "stream"),
         ({"prompt": "x", "seed": 1.0}, "seed"),
         ({"prompt": "x", "suffix": 3}, "suffix"),
-        ({"prompt": "x", "stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
+        (
+            {"prompt": "x", "stream_options": {"include_usage": "yes"}},
+            "stream_options.include_usage",
+        ),
     ],
 )
 def test_wrong_types(fields: dict[str, Any], field: str) -> None:
@@ -269,7 +274,9 @@ def test_chat_n2_rejected() -> None:
 def test_stop_string_count_and_length_limits() -> None:
     ok = ["s"] * MAX_STOP_STRINGS
     assert parse_body(CompletionRequest, body(prompt="x", stop=ok)).stop_list() == ok
-    err = bad_field(CompletionRequest, body(prompt="x", stop=["s"] * (MAX_STOP_STRINGS + 1)), "stop")
+    err = bad_field(
+        CompletionRequest, body(prompt="x", stop=["s"] * (MAX_STOP_STRINGS + 1)), "stop"
+    )
     assert f"at most {MAX_STOP_STRINGS}" in err.message
     longest = "x" * MAX_STOP_CHARS
     assert parse_body(CompletionRequest, body(prompt="x", stop=longest)).stop == longest
@@ -304,7 +311,9 @@ def test_completion_body_shape() -> None:
     use = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
     out = completion_body("cmpl-1", "m", "text", "stop", use)
     assert out["object"] == "text_completion"
-    assert out["choices"] == [{"index": 0, "text": "text", "finish_reason": "stop", "logprobs": None}]
+    assert out["choices"] == [
+        {"index": 0, "text": "text", "finish_reason": "stop", "logprobs": None}
+    ]
     assert out["usage"] == use
     assert "usage" not in completion_body("cmpl-1", "m", "t", None, None)
 

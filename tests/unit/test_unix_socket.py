@@ -123,7 +123,9 @@ def test_lock_is_held_false_for_a_leftover_file(tmp_path: Path) -> None:
     assert not lock_is_held(tmp_path / "qwend.lock")
 
 
-@pytest.mark.parametrize(("text", "pid"), [("4242\n", 4242), ("", None), ("x1\n", None), ("-1", None)])
+@pytest.mark.parametrize(
+    ("text", "pid"), [("4242\n", 4242), ("", None), ("x1\n", None), ("-1", None)]
+)
 def test_read_lock_pid(tmp_path: Path, text: str, pid: int | None) -> None:
     (tmp_path / "qwend.lock").write_text(text)
     assert read_lock_pid(tmp_path / "qwend.lock") == pid
