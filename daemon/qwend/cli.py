@@ -43,8 +43,6 @@ def main(argv: list[str] | None = None) -> int:
 def _socket(args: argparse.Namespace) -> Path:
     if args.socket:
         return Path(args.socket).expanduser()
-    if env := os.environ.get("QWEND_SOCKET"):
-        return Path(env).expanduser()
     return paths.configured_socket_path(Path(args.config) if args.config else None)
 
 
@@ -171,6 +169,7 @@ def format_status(status: dict[str, Any]) -> str:
         ("state", f"{state} ({detail})" if detail else state),
         ("model", f"{model.get('name')} ({model.get('backend')}, {status.get('device')})"),
         ("context", f"{model.get('context_length')} tokens"),
+        ("memory", _megabytes(status.get("memory", {}).get("rss_bytes"))),
         ("uptime", _duration(status.get("uptime_s", 0))),
         (
             "queue",
@@ -189,6 +188,10 @@ def format_status(status: dict[str, Any]) -> str:
     ]
     head = f"qwend {status.get('version', '?')}: {state}"
     return "\n".join([head, *(f"  {name:<9}{value}" for name, value in rows)])
+
+
+def _megabytes(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.0f} MiB resident"
 
 
 def _seconds(value: float | None) -> str:

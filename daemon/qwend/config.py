@@ -21,6 +21,7 @@ from qwend.errors import ConfigError
 
 BackendName = Literal["transformers", "exllamav2"]
 FamilyName = Literal["qwen2.5", "smollm2"]
+BACKEND_DEVICES: dict[str, str] = {"transformers": "cpu", "exllamav2": "cuda"}
 
 
 class _Strict(BaseModel):
@@ -37,7 +38,6 @@ class ServerSettings(_Strict):
     max_body_bytes: int = Field(ge=1024, le=64 * 2**20)
     queue_size: int = Field(ge=1, le=4096)
     shutdown_timeout_s: float = Field(ge=0, le=600)
-    status_timeout_s: float = Field(gt=0, le=60)
 
 
 class ModelProfile(_Strict):
@@ -176,6 +176,14 @@ def _check_consistency(settings: Settings, source: Path) -> None:
             hint="choose one of: " + ", ".join(sorted(settings.models)),
             key="daemon.model",
         )
+    for profile_name, profile in settings.models.items():
+        expected = BACKEND_DEVICES[profile.backend]
+        if profile.device != expected:
+            raise ConfigError(
+                f"{source}: key 'models.{profile_name}.device': the {profile.backend} "
+                f"backend runs on '{expected}', not '{profile.device}'",
+                key=f"models.{profile_name}.device",
+            )
     gen = settings.generation
     if gen.max_tokens > gen.max_tokens_limit:
         raise ConfigError(

@@ -76,10 +76,9 @@ class QwendError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON error body: ``{"error": {"code", "message", "hint", ...}}``."""
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        body: dict[str, Any] = {**self.details, "code": self.code, "message": self.message}
         if self.hint:
             body["hint"] = self.hint
-        body.update(self.details)
         return {"error": body}
 
     def __str__(self) -> str:

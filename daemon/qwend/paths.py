@@ -84,6 +84,8 @@ def ensure_private_dir(path: Path) -> None:
 
     Raises SocketPathError with what is wrong and how to fix it.
     """
+    # pathlib applies ``mode`` to the last folder only: the umask guards the parents.
+    old_umask = os.umask(0o077)
     try:
         path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         info = os.lstat(path)
@@ -92,6 +94,8 @@ def ensure_private_dir(path: Path) -> None:
             f"cannot create the socket directory {path}: {exc.strerror}",
             hint="check permissions, or choose another path with --socket",
         ) from None
+    finally:
+        os.umask(old_umask)
     if not stat.S_ISDIR(info.st_mode):
         raise SocketPathError(
             f"{path} is not a directory", hint="remove it or choose another --socket"

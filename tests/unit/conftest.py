@@ -172,7 +172,6 @@ def xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ):
         (tmp_path / sub).mkdir()
         monkeypatch.setenv(var, str(tmp_path / sub))
-    monkeypatch.delenv("QWEND_SOCKET", raising=False)
     return tmp_path
 
 

@@ -47,7 +47,6 @@ def test_shipped_defaults(xdg: Path) -> None:
     assert s.server.max_body_bytes == 1048576
     assert s.server.queue_size == 32
     assert s.server.shutdown_timeout_s == 30.0
-    assert s.server.status_timeout_s == 2.0
     assert s.generation.max_tokens == 256
     assert s.generation.max_tokens_limit == 8192
     assert s.generation.temperature == 0.2
@@ -182,7 +181,7 @@ def test_wrong_type(xdg: Path, toml: str, key: str) -> None:
         ("[server]\nqueue_size = 0\n", "server.queue_size"),
         ("[server]\nqueue_size = 5000\n", "server.queue_size"),
         ("[server]\nmax_body_bytes = 10\n", "server.max_body_bytes"),
-        ("[server]\nstatus_timeout_s = 0\n", "server.status_timeout_s"),
+        ("[server]\nstatus_timeout_s = 2\n", "server.status_timeout_s"),
         ("[generation]\ntemperature = 2.5\n", "generation.temperature"),
         ("[generation]\ntop_p = 0\n", "generation.top_p"),
         ("[generation]\ntemperature = nan\n", "generation.temperature"),
@@ -197,6 +196,20 @@ def test_out_of_range(xdg: Path, toml: str, key: str) -> None:
     err = config_error()
     assert err.details["key"] == key
     assert "(got " in err.message
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('[models."smollm2-135m"]\ndevice = "cuda"\n', "models.smollm2-135m.device"),
+        ('[models."qwen2.5-7b-instruct"]\ndevice = "cpu"\n', "models.qwen2.5-7b-instruct.device"),
+    ],
+)
+def test_profile_device_must_match_its_backend(xdg: Path, toml: str, key: str) -> None:
+    path = user_file(xdg, toml)
+    err = config_error()
+    assert err.details["key"] == key
+    assert err.message.startswith(f"{path}: key '{key}': ")
 
 
 def test_several_errors_are_counted(xdg: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +164,44 @@ def test_errors_are_exceptions_and_catchable_by_branch() -> None:
     with pytest.raises(QwendError):
         raise errors.OutOfMemory("oom")
     assert not issubclass(errors.OutOfMemory, MemoryError)
+
+
+# -- docs/errors.md ------------------------------------------------------------------
+
+ERRORS_MD = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
+
+
+def documented_rows() -> list[tuple[str, int]]:
+    """(code, number) from every table row that starts with a code: HTTP or exit status."""
+    rows = []
+    for line in ERRORS_MD.read_text().splitlines():
+        match = re.match(r"\| `([a-z_]+)` \| (\d+) \|", line)
+        if match:
+            rows.append((match[1], int(match[2])))
+    return rows
+
+
+def class_for(code: str) -> type[QwendError]:
+    matches = [c for c in ERROR_CLASSES if c.code == code and c.__name__ not in CATEGORIES]
+    assert len(matches) == 1, code
+    return matches[0]
+
+
+def test_errors_md_lists_every_raised_code() -> None:
+    documented = {code for code, _ in documented_rows()}
+    leaves = {c.code for c in ERROR_CLASSES if c.__name__ not in CATEGORIES}
+    assert leaves <= documented
+    assert documented - leaves == {"internal_error"}
+
+
+def test_errors_md_statuses_match_the_classes() -> None:
+    for code, number in documented_rows():
+        if code == "internal_error":
+            assert QwendError.http_status == number
+        elif number >= 100:
+            if number == 405:  # the transport answers a wrong method with bad_request
+                assert code == "bad_request"
+                continue
+            assert class_for(code).http_status == number, code
+        else:
+            assert class_for(code).exit_code == number, code

@@ -131,11 +131,6 @@ def test_ensure_private_dir_creates_missing_parents(tmp_path: Path) -> None:
     assert mode(target) == 0o700
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: paths.ensure_private_dir creates missing parents with mkdir(parents=True), "
-    "which ignores mode: under umask 0 they are world-writable (0777)",
-)
 def test_ensure_private_dir_parents_not_world_writable_under_umask_0(
     tmp_path: Path, umask0: None
 ) -> None:

@@ -52,30 +52,44 @@ class StopMatcher:
         self.stopped = False
 
     def push(self, text: str) -> str:
-        """Feed new text; return what is safe to emit. Sets ``stopped`` on a hit."""
+        """Feed new text; return what is safe to emit. Sets ``stopped`` on a hit.
+
+        A stop found at ``cut`` is final only if no longer stop could still
+        begin before it; otherwise the text from that earlier start is held,
+        so the answer never depends on how the text was split into tokens.
+        """
         if self.stopped:
             return ""
         pending = self._held + text
-        cut = min((i for i in (pending.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
+        cut = self._first_stop(pending)
+        hold_from = self._earliest_partial_stop(pending, before=len(pending) if cut < 0 else cut)
+        if cut >= 0 and hold_from is None:
             self.stopped = True
             self._held = ""
             return pending[:cut]
-        keep = self._longest_partial_stop(pending)
-        self._held = pending[len(pending) - keep :] if keep else ""
-        return pending[: len(pending) - keep]
+        keep = len(pending) if hold_from is None else hold_from
+        self._held = pending[keep:]
+        return pending[:keep]
 
     def flush(self) -> str:
         """Release held text when generation ends for another reason."""
         held, self._held = self._held, ""
-        return "" if self.stopped else held
+        if self.stopped:
+            return ""
+        cut = self._first_stop(held)
+        if cut >= 0:
+            self.stopped = True
+            return held[:cut]
+        return held
 
-    def _longest_partial_stop(self, text: str) -> int:
-        """Length of the longest suffix of ``text`` that begins some stop string."""
-        best = 0
-        for stop in self._stops:
-            for size in range(min(len(stop) - 1, len(text)), best, -1):
-                if stop.startswith(text[-size:]):
-                    best = size
-                    break
-        return best
+    def _first_stop(self, text: str) -> int:
+        return min((i for i in (text.find(s) for s in self._stops) if i >= 0), default=-1)
+
+    def _earliest_partial_stop(self, text: str, before: int) -> int | None:
+        """Earliest start < ``before`` whose remaining text is a proper prefix of a stop."""
+        longest = max((len(s) for s in self._stops), default=0)
+        for start in range(max(0, len(text) - longest + 1), min(before, len(text))):
+            tail = text[start:]
+            if any(len(s) > len(tail) and s.startswith(tail) for s in self._stops):
+                return start
+        return None

@@ -166,6 +166,8 @@ class Engine:
     def close(self, timeout: float) -> None:
         """Refuse new jobs, cancel queued and running ones, stop the thread."""
         self._accepting = False
+        if not self._thread.is_alive():
+            return
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -250,6 +252,8 @@ class Engine:
             if item is _STOP_THREAD:
                 break
             assert isinstance(item, Job)
+            if not self._accepting:  # dequeued while close() was draining the queue
+                item.cancel()
             self._active = item
             try:
                 self._run_job(item)
@@ -357,12 +361,13 @@ class Engine:
             generate_s=finish.duration_s,
         )
         log.info(
-            "job %d: %s, %d prompt + %d generated tokens in %.2fs",
+            "job %d: %s, %d prompt + %d generated tokens in %.2fs, %d waiting",
             job.id,
             finish.reason,
             finish.prompt_tokens,
             finish.completion_tokens,
             finish.duration_s,
+            self._queue.qsize(),
         )
 
     def _finish_cancelled(self, job: Job) -> None:

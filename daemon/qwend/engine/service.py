@@ -82,6 +82,7 @@ class InferenceService:
             "config_files": [str(p) for p in self.config.files],
             "preload": settings.daemon.preload,
             "device": self.config.profile.device,
+            "memory": {"rss_bytes": _resident_bytes()},
             **self.engine.snapshot(),
         }
 
@@ -110,3 +111,12 @@ class InferenceService:
         )
         stops = (*req.stop_list(), *extra_stops, *self.family.stop_strings)
         return GenerationRequest(prompt, max_tokens or gen.max_tokens, sampling, stops)
+
+
+def _resident_bytes() -> int | None:
+    """This process's resident memory, from /proc (Linux; None elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")

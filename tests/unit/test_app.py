@@ -1,0 +1,151 @@
+"""Transport unit tests: the aiohttp app on a real Unix socket, with a fake service."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from qwend.client import DaemonClient
+from qwend.errors import QueueFull
+from qwend.metrics import Metrics
+from qwend.protocol import ChatRequest, CompletionRequest, TokenizeRequest
+from qwend.server import app as app_module
+from qwend.server.app import build_app
+
+
+class FakeGeneration:
+    def __init__(self, pieces: list[str]) -> None:
+        self.pieces = pieces
+        self.cancelled = False
+
+    async def stream(self) -> AsyncIterator[str]:
+        for piece in self.pieces:
+            yield piece
+
+    async def text(self) -> str:
+        return "".join(self.pieces)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    @property
+    def finish_reason(self) -> str:
+        return "stop"
+
+    @property
+    def usage(self) -> dict[str, int]:
+        return {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+
+
+class FakeService:
+    model_name = "fake-model"
+
+    def __init__(self) -> None:
+        self.full = False
+        self.seen: list[Any] = []
+
+    def state(self) -> str:
+        return "ready"
+
+    def status(self) -> dict[str, Any]:
+        return {"model": {"state": "ready"}}
+
+    def models(self) -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": self.model_name}]}
+
+    async def complete(self, req: CompletionRequest) -> FakeGeneration:
+        if self.full:
+            raise QueueFull("full")
+        self.seen.append(req)
+        return FakeGeneration(["hel", "lo"])
+
+    async def chat(self, req: ChatRequest) -> FakeGeneration:
+        return FakeGeneration(["hi"])
+
+    async def tokenize(self, req: TokenizeRequest) -> dict[str, Any]:
+        return {"count": 1, "ids": [7]}
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[Path, FakeService]]:
+    service = FakeService()
+    runner = web.AppRunner(build_app(service, Metrics(), max_body_bytes=4096))  # type: ignore[arg-type]
+    await runner.setup()
+    directory = Path(tempfile.mkdtemp(prefix="qwa-", dir="/tmp"))
+    socket_path = directory / "s.sock"
+    await web.UnixSite(runner, str(socket_path)).start()
+    yield socket_path, service
+    await runner.cleanup()
+    socket_path.unlink(missing_ok=True)
+    directory.rmdir()
+
+
+async def _request(path: Path, method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    return await asyncio.to_thread(DaemonClient(path).request, method, url, body)
+
+
+async def test_completion_and_validation(served: tuple[Path, FakeService]) -> None:
+    path, service = served
+    status, body = await _request(path, "POST", "/v1/completions", {"prompt": "x"})
+    assert status == 200
+    assert body["choices"][0]["text"] == "hello"
+    assert body["usage"]["total_tokens"] == 5
+    status, body = await _request(path, "POST", "/v1/completions", {"prompt": "x", "k": 1})
+    assert (status, body["error"]["field"]) == (400, "k")
+    assert len(service.seen) == 1  # the invalid request never reached the service
+
+
+async def test_streamed_completion_sends_done(served: tuple[Path, FakeService]) -> None:
+    path, _ = served
+    client = DaemonClient(path)
+    events = await asyncio.to_thread(
+        lambda: list(client.stream("/v1/completions", {"prompt": "x", "stream": True}))
+    )
+    assert [e["choices"][0]["text"] for e in events] == ["hel", "lo", ""]
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_service_errors_keep_their_status(served: tuple[Path, FakeService]) -> None:
+    path, service = served
+    service.full = True
+    status, body = await _request(path, "POST", "/v1/completions", {"prompt": "x"})
+    assert (status, body["error"]["code"]) == (429, "queue_full")
+
+
+async def test_method_size_and_route_errors_are_json(served: tuple[Path, FakeService]) -> None:
+    path, _ = served
+    status, body = await _request(path, "GET", "/v1/completions")
+    assert (status, body["error"]["code"]) == (405, "bad_request")
+    status, body = await _request(path, "POST", "/v1/completions", {"prompt": "x" * 10_000})
+    assert (status, body["error"]["code"]) == (413, "payload_too_large")
+    status, body = await _request(path, "GET", "/nope")
+    assert (status, body["error"]["code"]) == (404, "not_found")
+
+
+async def test_peer_of_another_uid_is_refused(
+    served: tuple[Path, FakeService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, service = served
+    real_uid = os.getuid()
+    monkeypatch.setattr(app_module.os, "getuid", lambda: real_uid + 1)
+    status, body = await _request(path, "POST", "/v1/completions", {"prompt": "x"})
+    assert (status, body["error"]["code"]) == (403, "forbidden")
+    assert service.seen == []
+
+
+async def test_metrics_count_outcomes(served: tuple[Path, FakeService]) -> None:
+    path, _ = served
+    await _request(path, "POST", "/v1/completions", {"prompt": "x"})
+    await _request(path, "POST", "/v1/completions", {"bad": 1})
+    client = DaemonClient(path)
+    _, response = await asyncio.to_thread(client._open, "GET", "/metrics", None)
+    text = response.read().decode()
+    assert 'qwend_requests_total{endpoint="/v1/completions",outcome="ok"} 1.0' in text
+    assert 'qwend_requests_total{endpoint="/v1/completions",outcome="bad_request"} 1.0' in text

@@ -1,0 +1,198 @@
+"""The light CLI commands: status formatting and exit codes, without a daemon."""
+
+from __future__ import annotations
+
+import json
+import socketserver
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qwend import cli
+
+SAMPLE_STATUS: dict[str, Any] = {
+    "version": "0.1.0",
+    "pid": 4242,
+    "uptime_s": 3725.4,
+    "socket": "/run/user/1000/qwend/qwend.sock",
+    "config_files": ["/etc/qwend.toml", "/home/u/.config/qwend/config.toml"],
+    "preload": True,
+    "device": "cpu",
+    "memory": {"rss_bytes": 300 * 2**20 + 1234},
+    "model": {
+        "name": "smollm2-135m",
+        "backend": "transformers",
+        "state": "ready",
+        "error": None,
+        "load_seconds": 1.234,
+        "context_length": 8192,
+    },
+    "queue": {"depth": 2, "capacity": 32, "active": 1},
+    "performance": {
+        "completed_jobs": 17,
+        "latency_p50_s": 0.123,
+        "latency_p95_s": 1.5,
+        "tokens_per_second": 42.5,
+    },
+}
+
+
+def with_model(**model: Any) -> dict[str, Any]:
+    return {**SAMPLE_STATUS, "model": {**SAMPLE_STATUS["model"], **model}}
+
+
+def test_format_status_ready() -> None:
+    assert cli.format_status(SAMPLE_STATUS).splitlines() == [
+        "qwend 0.1.0: ready",
+        "  state    ready (loaded in 1.2s)",
+        "  model    smollm2-135m (transformers, cpu)",
+        "  context  8192 tokens",
+        "  memory   300 MiB resident",
+        "  uptime   1h02m05s",
+        "  queue    2 waiting of 32, 1 running",
+        "  requests 17 completed",
+        "  latency  p50 0.12s, p95 1.50s",
+        "  speed    42.5 tokens/s",
+        "  socket   /run/user/1000/qwend/qwend.sock",
+        "  config   /etc/qwend.toml, /home/u/.config/qwend/config.toml",
+        "  pid      4242",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("model", "line"),
+    [
+        ({"state": "loading"}, "  state    loading (loading the model)"),
+        ({"state": "unloaded"}, "  state    unloaded (loads on the first request)"),
+        ({"state": "failed", "error": "no weights"}, "  state    failed (no weights)"),
+        ({"state": "failed", "error": None}, "  state    failed"),
+        ({"state": "weird"}, "  state    weird"),
+    ],
+)
+def test_format_status_states(model: dict[str, Any], line: str) -> None:
+    out = cli.format_status(with_model(**model)).splitlines()
+    assert out[0] == f"qwend 0.1.0: {model['state']}"
+    assert out[1] == line
+
+
+def test_format_status_without_performance_figures() -> None:
+    status = {
+        **SAMPLE_STATUS,
+        "uptime_s": 59,
+        "performance": {
+            "completed_jobs": 0,
+            "latency_p50_s": None,
+            "latency_p95_s": None,
+            "tokens_per_second": None,
+        },
+    }
+    del status["memory"]
+    out = cli.format_status(status)
+    assert "  memory   -" in out
+    assert "  uptime   0m59s" in out
+    assert "  latency  p50 -, p95 -" in out
+    assert "  speed    - tokens/s" in out
+
+
+def test_format_status_tolerates_a_sparse_body() -> None:
+    out = cli.format_status({})
+    assert out.splitlines()[0] == "qwend ?: ?"
+    assert "  queue    0 waiting of 0, 0 running" in out
+
+
+def test_status_exit_mapping() -> None:
+    assert cli.STATUS_EXIT == {"ready": 0, "failed": 1, "loading": 3, "unloaded": 3}
+    assert cli.EXIT_UNREACHABLE == 2
+    assert cli.EXIT_UNREACHABLE not in cli.STATUS_EXIT.values()
+
+
+def test_status_unreachable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nothing.sock"
+    assert cli.main(["status", "--socket", str(missing)]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("qwend: unreachable\n")
+    assert str(missing) in out
+    assert "socket does not exist" in out
+
+
+def test_status_unreachable_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nothing.sock"
+    assert cli.main(["status", "--json", "--socket", str(missing)]) == 2
+    body = json.loads(capsys.readouterr().out)
+    assert body["state"] == "unreachable"
+    assert body["socket"] == str(missing)
+    assert body["error"]["code"] == "daemon_unavailable"
+
+
+def test_stop_without_a_daemon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["stop", "--socket", str(tmp_path / "qwend.sock")]) == 2
+    assert "no daemon is running" in capsys.readouterr().err
+
+
+# -- against a tiny fake daemon ------------------------------------------------------
+
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+def _handler(status: dict[str, Any]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(status).encode() if self.path == "/v1/status" else b"{}"
+            self.send_response(200 if self.path == "/v1/status" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def serve_status(short_tmp: Path) -> Iterator[Any]:
+    servers: list[_UnixHTTPServer] = []
+    threads: list[threading.Thread] = []
+
+    def start(status: dict[str, Any]) -> Path:
+        path = short_tmp / f"s{len(servers)}.sock"
+        server = _UnixHTTPServer(str(path), _handler(status))
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        servers.append(server)
+        threads.append(thread)
+        return path
+
+    yield start
+    for server, thread in zip(servers, threads, strict=True):
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize(
+    ("state", "code"), [("ready", 0), ("failed", 1), ("loading", 3), ("unloaded", 3), ("odd", 1)]
+)
+def test_status_exit_code_follows_model_state(
+    serve_status: Any, capsys: pytest.CaptureFixture[str], state: str, code: int
+) -> None:
+    path = serve_status(with_model(state=state))
+    assert cli.main(["status", "--socket", str(path)]) == code
+    out = capsys.readouterr().out
+    assert out.startswith(f"qwend 0.1.0: {state}\n")
+    assert "  queue    2 waiting of 32, 1 running" in out
+
+
+def test_status_json_passes_the_body_through(
+    serve_status: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = serve_status(SAMPLE_STATUS)
+    assert cli.main(["status", "--json", "--socket", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out) == SAMPLE_STATUS
