@@ -58,10 +58,53 @@ class GenerationDefaults(_Strict):
     top_p: float = Field(gt=0, le=1, allow_inf_nan=False)
 
 
+TaskName = Literal[
+    "complete", "explain", "refactor", "docstring", "tests", "fix",
+    "commit_message", "chat", "reasoning",
+]  # fmt: skip
+TASK_NAMES: tuple[str, ...] = TaskName.__args__  # type: ignore[attr-defined]
+# The input parts a task may give budget shares to (the flexible ones), by task.
+FLEXIBLE_PARTS: dict[str, frozenset[str]] = {
+    "complete": frozenset({"prefix", "suffix", "snippets"}),
+    "commit_message": frozenset({"diff"}),
+    "chat": frozenset({"history"}),
+    "reasoning": frozenset({"history"}),
+    **{
+        name: frozenset({"context"})
+        for name in ("explain", "refactor", "docstring", "tests", "fix")
+    },
+}
+TEMPLATES: dict[str, frozenset[str]] = {
+    name: frozenset({"fim", "prefix"}) if name == "complete" else frozenset({"chat"})
+    for name in FLEXIBLE_PARTS
+}
+
+
+class TaskSettings(_Strict):
+    lane: Literal["interactive", "background"]
+    template: Literal["fim", "prefix", "chat"]
+    max_tokens: int = Field(ge=1)
+    temperature: float = Field(ge=0, le=2, allow_inf_nan=False)
+    top_p: float = Field(gt=0, le=1, allow_inf_nan=False)
+    stop: list[str] = Field(default_factory=list, max_length=16)
+    system: str = ""
+    instruction: str = ""
+    budget: dict[str, float] = Field(default_factory=dict)
+    max_input_tokens: int = Field(default=0, ge=0)
+
+
+class BudgetSettings(_Strict):
+    # No tokenizer means no exact counts; estimating is allowed only when asked for.
+    estimate_without_tokenizer: bool = False
+    chars_per_token: float = Field(gt=0.5, le=10, allow_inf_nan=False)
+
+
 class Settings(_Strict):
     daemon: DaemonSettings
     server: ServerSettings
     generation: GenerationDefaults
+    budget: BudgetSettings
+    tasks: dict[TaskName, TaskSettings]
     models: dict[str, ModelProfile]
 
 
@@ -191,3 +234,26 @@ def _check_consistency(settings: Settings, source: Path) -> None:
             f"generation.max_tokens_limit ({gen.max_tokens_limit})",
             key="generation.max_tokens",
         )
+    for task_name in TASK_NAMES:
+        if task_name not in settings.tasks:
+            raise ConfigError(f"{source}: table 'tasks.{task_name}' is missing", key="tasks")
+    for task_name, task in settings.tasks.items():
+        _check_task(task_name, task, settings.generation.max_tokens_limit, source)
+
+
+def _check_task(name: str, task: TaskSettings, max_tokens_limit: int, source: Path) -> None:
+    def fail(key: str, reason: str) -> ConfigError:
+        return ConfigError(
+            f"{source}: key 'tasks.{name}.{key}': {reason}", key=f"tasks.{name}.{key}"
+        )
+
+    if task.template not in TEMPLATES[name]:
+        raise fail("template", f"must be one of {sorted(TEMPLATES[name])}")
+    if task.max_tokens > max_tokens_limit:
+        raise fail("max_tokens", f"above generation.max_tokens_limit ({max_tokens_limit})")
+    unknown = set(task.budget) - FLEXIBLE_PARTS[name]
+    if unknown:
+        raise fail("budget", f"unknown part {sorted(unknown)[0]!r}; parts: "
+                   + ", ".join(sorted(FLEXIBLE_PARTS[name])))  # fmt: skip
+    if any(share < 0 for share in task.budget.values()) or sum(task.budget.values()) > 1.0001:
+        raise fail("budget", "shares must be non-negative and add up to at most 1")

@@ -21,6 +21,9 @@ from qwend.errors import BadRequest
 
 MAX_STOP_STRINGS = 16  # OpenAI allows 4; a few more help FIM clients
 MAX_STOP_CHARS = 256
+MAX_SNIPPETS = 64  # more files than any prompt could hold anyway
+MAX_PATH_CHARS = 4096  # PATH_MAX on Linux; paths are labels here, never opened
+MAX_EMBEDDING_INPUTS = 256
 
 Temperature = Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)]
 TopP = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
@@ -92,6 +95,77 @@ class TokenizeRequest(_Body):
     model: str | None = None
 
 
+class EmbeddingsRequest(_Body):
+    input: str | list[str] = Field(min_length=1)
+    model: str | None = None
+    encoding_format: Literal["float"] = "float"
+    user: str | None = None
+
+    def texts(self) -> list[str]:
+        texts = [self.input] if isinstance(self.input, str) else list(self.input)
+        if len(texts) > MAX_EMBEDDING_INPUTS:
+            raise BadRequest(f"field 'input': at most {MAX_EMBEDDING_INPUTS} texts per request")
+        return texts
+
+
+# -- routed tasks (POST /v1/tasks/{task}) ---------------------------------------
+
+
+class _TaskBody(_Body):
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    stop: list[str] = Field(default_factory=list, max_length=MAX_STOP_STRINGS)
+    stream: bool = False
+
+
+class Snippet(_Body):
+    path: str = Field(max_length=MAX_PATH_CHARS)
+    text: str
+    score: float = Field(default=0.0, allow_inf_nan=False)
+
+
+class CompleteInput(_TaskBody):
+    prefix: str
+    suffix: str = ""
+    language: str = Field(default="", max_length=64)
+    path: str = Field(default="", max_length=MAX_PATH_CHARS)
+    repo: str = Field(default="", max_length=256)
+    snippets: list[Snippet] = Field(default_factory=list, max_length=MAX_SNIPPETS)
+
+
+class CodeInput(_TaskBody):
+    code: str = Field(min_length=1)
+    language: str = Field(default="", max_length=64)
+    path: str = Field(default="", max_length=MAX_PATH_CHARS)
+    context: str = ""
+    instruction: str = ""
+
+
+class CommitMessageInput(_TaskBody):
+    diff: str = Field(min_length=1)
+    instruction: str = ""
+
+
+class ChatInput(_TaskBody):
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+TaskInput = CompleteInput | CodeInput | CommitMessageInput | ChatInput
+TASK_INPUTS: dict[str, type[_TaskBody]] = {
+    "complete": CompleteInput,
+    "explain": CodeInput,
+    "refactor": CodeInput,
+    "docstring": CodeInput,
+    "tests": CodeInput,
+    "fix": CodeInput,
+    "commit_message": CommitMessageInput,
+    "chat": ChatInput,
+    "reasoning": ChatInput,
+}
+
+
 def parse_body(model: type[BaseModel], raw: bytes) -> Any:
     """Decode JSON and validate it into ``model``; raise BadRequest naming the field."""
     try:
@@ -148,6 +222,23 @@ class Service(Protocol):
     async def chat(self, req: ChatRequest) -> Generation: ...
 
     async def tokenize(self, req: TokenizeRequest) -> dict[str, Any]: ...
+
+    async def embed(self, req: EmbeddingsRequest) -> dict[str, Any]: ...
+
+    async def task(self, name: str, body: Any) -> TaskRun: ...
+
+
+class TaskRun(Protocol):
+    """A routed task: its generation plus the budget report of its prompt."""
+
+    @property
+    def generation(self) -> Generation: ...
+
+    @property
+    def stream(self) -> bool: ...
+
+    @property
+    def budget(self) -> dict[str, Any]: ...
 
 
 # -- responses -----------------------------------------------------------------

@@ -13,6 +13,8 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
+from qwend.errors import BackendUnavailable
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -49,6 +51,25 @@ class Backend(ABC):
     @abstractmethod
     def tokenize(self, text: str) -> list[int]:
         """Exact token ids for ``text``; special-token markup maps to its ids."""
+
+    @property
+    def has_tokenizer(self) -> bool:
+        """False for a backend that cannot count tokens exactly (budgets then fail,
+        or estimate where configured)."""
+        return True
+
+    def tokenize_batch(self, texts: list[str]) -> list[list[int]]:
+        """``tokenize`` for many strings; backends override it to batch."""
+        return [self.tokenize(text) for text in texts]
+
+    @property
+    def embedding_dim(self) -> int | None:
+        """Length of ``embed``'s vectors (None when the model is not loaded)."""
+        return None
+
+    def embed(self, ids: list[int]) -> list[float]:
+        """A unit-length vector for ``ids``. Raises BackendUnavailable if unsupported."""
+        raise BackendUnavailable(f"the {self.name} backend does not compute embeddings")
 
     @abstractmethod
     def decode(self, ids: list[int]) -> str:

@@ -13,18 +13,21 @@ never run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import itertools
 import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from qwend.engine.backend import Backend, Sampling
 from qwend.engine.decoding import IncrementalDecoder, StopMatcher
+from qwend.engine.prompts import trim_repeated_suffix
 from qwend.engine.stats import Stats
 from qwend.errors import (
     ContextLengthExceeded,
@@ -40,6 +43,69 @@ from qwend.metrics import Metrics
 log = logging.getLogger(__name__)
 
 _STOP_THREAD: Final = object()  # queue sentinel: the thread exits when it dequeues this
+LANES: Final = ("interactive", "background")
+
+
+class Lanes:
+    """Two bounded FIFO queues; the thread always serves ``interactive`` first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._queues: dict[str, deque[object]] = {lane: deque() for lane in LANES}
+        self._ready = threading.Condition()
+
+    def put(self, item: object, lane: str) -> None:
+        """Raise queue.Full at once when ``lane`` holds ``capacity`` items."""
+        with self._ready:
+            if len(self._queues[lane]) >= self.capacity:
+                raise queue.Full
+            self._queues[lane].append(item)
+            self._ready.notify()
+
+    def put_stop(self) -> None:
+        with self._ready:
+            self._queues["interactive"].appendleft(_STOP_THREAD)
+            self._ready.notify()
+
+    def get(self) -> object:
+        with self._ready:
+            while not any(self._queues.values()):
+                self._ready.wait()
+            lane = next(q for q in self._queues.values() if q)
+            return lane.popleft()
+
+    def drain(self) -> list[object]:
+        with self._ready:
+            items = [item for q in self._queues.values() for item in q]
+            for q in self._queues.values():
+                q.clear()
+            return items
+
+    def depth(self, lane: str | None = None) -> int:
+        if lane is not None:
+            return len(self._queues[lane])
+        return sum(len(q) for q in self._queues.values())
+
+
+@dataclass
+class _Call:
+    """Run ``fn(backend)`` on the generation thread; the result lands in ``future``."""
+
+    fn: Callable[[Backend], Any]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
+        def apply() -> None:
+            if self.future.done():
+                return
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(result)
+
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+            self.loop.call_soon_threadsafe(apply)
 
 
 class ModelState(enum.Enum):
@@ -57,6 +123,7 @@ class GenerationRequest:
     max_tokens: int
     sampling: Sampling
     stops: tuple[str, ...] = ()
+    trim_suffix: str = ""  # completions: text after the cursor, never repeated at the end
 
 
 @dataclass(frozen=True)
@@ -107,7 +174,11 @@ class Job:
                 raise item
 
     async def text(self) -> str:
-        return "".join([delta async for delta in self.stream()])
+        """The whole answer; a completion's repeat of the text after the cursor is cut."""
+        text = "".join([delta async for delta in self.stream()])
+        if self.request.trim_suffix:
+            text = trim_repeated_suffix(text, self.request.trim_suffix)
+        return text
 
     @property
     def finish_reason(self) -> str:
@@ -148,8 +219,7 @@ class Engine:
         self.state = ModelState.UNLOADED
         self.error: str | None = None
         self.load_seconds: float | None = None
-        self._queue: queue.Queue[Job | object] = queue.Queue(maxsize=queue_size)
-        self._queue_size = queue_size
+        self._lanes = Lanes(queue_size)
         self._active: Job | None = None
         self._accepting = True
         self._tokenize_lock = threading.Lock()  # HF fast tokenizers are not re-entrant
@@ -168,31 +238,26 @@ class Engine:
         self._accepting = False
         if not self._thread.is_alive():
             return
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
+        for item in self._lanes.drain():
             if isinstance(item, Job):
                 item.cancel()
                 self._finish_cancelled(item)
+            elif isinstance(item, _Call):
+                item.settle(error=ShuttingDown("the daemon is shutting down"))
         if self._active is not None:
             self._active.cancel()
-        try:
-            self._queue.put(_STOP_THREAD, timeout=timeout)
-        except queue.Full:
-            return
+        self._lanes.put_stop()
         self._thread.join(timeout)
 
     # -- asyncio side --------------------------------------------------------
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return self._lanes.depth()
 
     @property
     def queue_capacity(self) -> int:
-        return self._queue_size
+        return self._lanes.capacity
 
     @property
     def busy(self) -> bool:
@@ -208,17 +273,44 @@ class Engine:
                 hint="run `qwend status` for details; fix the cause and restart the daemon",
             )
 
+    async def ensure_loaded(self) -> None:
+        """Return once the model is ready; with lazy loading this loads it.
+
+        Raises ModelNotLoaded if loading failed, QueueFull if the queue is full.
+        """
+        if self.state is not ModelState.READY:
+            await self.call(lambda backend: None)
+
+    async def call(self, fn: Callable[[Backend], Any], lane: str = "interactive") -> Any:
+        """Run ``fn(backend)`` on the generation thread, in queue order.
+
+        The one way besides generation to touch the model (embeddings, the
+        lazy first load), so the backend only ever sees one thread.
+        """
+        self.require_available()
+        loop = asyncio.get_running_loop()
+        call = _Call(fn, loop.create_future(), loop)
+        self._enqueue(call, lane)
+        try:
+            return await call.future
+        finally:
+            call.future.cancel()  # a no-op once settled; skips the call if still queued
+
     async def tokenize(self, text: str) -> list[int]:
         """Exact token ids from the resident model's tokenizer (off the loop)."""
-        self.require_available()
-        if self.state is not ModelState.READY:
-            raise ModelNotLoaded(
-                f"model '{self.model_name}' is {self.state.value}",
-                hint="wait until `qwend status` reports ready",
-            )
+        await self.ensure_loaded()
         return await asyncio.to_thread(self._tokenize, text)
 
-    async def submit(self, request: GenerationRequest) -> Job:
+    def count(self, text: str) -> int:
+        """Exact token count; the model must be ready. Thread-safe."""
+        return len(self._tokenize(text))
+
+    def count_lines(self, lines: list[str]) -> list[int]:
+        """Exact token count of each string, in one batch. Thread-safe."""
+        with self._tokenize_lock:
+            return [len(ids) for ids in self.backend.tokenize_batch(lines)]
+
+    async def submit(self, request: GenerationRequest, lane: str = "interactive") -> Job:
         """Queue a generation. Raises QueueFull, ContextLengthExceeded, ModelNotLoaded.
 
         When the model is ready the prompt is tokenized and checked here, so
@@ -231,15 +323,18 @@ class Engine:
             prompt_ids = await asyncio.to_thread(self._tokenize, request.prompt)
             self._check_context(len(prompt_ids), request.max_tokens)
         job = Job(request=request, loop=asyncio.get_running_loop(), prompt_ids=prompt_ids)
+        self._enqueue(job, lane)
+        return job
+
+    def _enqueue(self, item: Job | _Call, lane: str) -> None:
         try:
-            self._queue.put_nowait(job)
+            self._lanes.put(item, lane)
         except queue.Full:
             raise QueueFull(
-                f"{self._queue_size} requests are already waiting for the model",
+                f"{self._lanes.capacity} requests are already waiting in the {lane} lane",
                 hint="retry shortly, or raise server.queue_size",
             ) from None
-        self.metrics.queue_depth.set(self._queue.qsize())
-        return job
+        self.metrics.queue_depth.set(self._lanes.depth())
 
     # -- generation thread ---------------------------------------------------
 
@@ -247,10 +342,13 @@ class Engine:
         if self._preload:
             self._load()
         while True:
-            item = self._queue.get()
-            self.metrics.queue_depth.set(self._queue.qsize())
+            item = self._lanes.get()
+            self.metrics.queue_depth.set(self._lanes.depth())
             if item is _STOP_THREAD:
                 break
+            if isinstance(item, _Call):
+                self._run_call(item)
+                continue
             assert isinstance(item, Job)
             if not self._accepting:  # dequeued while close() was draining the queue
                 item.cancel()
@@ -284,6 +382,20 @@ class Engine:
         self.error = message
         log.error("model '%s' failed to load: %s", self.model_name, message)
         self._set_state(ModelState.FAILED)
+
+    def _run_call(self, call: _Call) -> None:
+        if call.future.done():  # the caller gave up while it waited
+            return
+        if self.state is ModelState.UNLOADED:
+            self._load()
+        try:
+            self.require_available()
+            call.settle(result=call.fn(self.backend))
+        except QwendError as exc:
+            call.settle(error=exc)
+        except Exception:  # a backend bug must fail this call, not the thread
+            log.exception("call on the generation thread failed")
+            call.settle(error=GenerationFailed("the model call failed", hint="see the daemon log"))
 
     def _run_job(self, job: Job) -> None:
         if job.cancelled:
@@ -367,7 +479,7 @@ class Engine:
             finish.prompt_tokens,
             finish.completion_tokens,
             finish.duration_s,
-            self._queue.qsize(),
+            self._lanes.depth(),
         )
 
     def _finish_cancelled(self, job: Job) -> None:
@@ -412,8 +524,8 @@ class Engine:
         return {
             "model": snap,
             "queue": {
-                "depth": self.queue_depth,
-                "capacity": self._queue_size,
+                **{lane: self._lanes.depth(lane) for lane in LANES},
+                "capacity_per_lane": self._lanes.capacity,
                 "active": 1 if self.busy else 0,
             },
             "performance": self.stats.summary(),

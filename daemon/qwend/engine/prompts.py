@@ -20,6 +20,12 @@ class FimTokens:
     prefix: str
     suffix: str
     middle: str
+    repo_name: str
+    file_sep: str
+    pad: str
+
+    def markers(self) -> tuple[str, ...]:
+        return (self.prefix, self.suffix, self.middle, self.repo_name, self.file_sep, self.pad)
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,14 @@ FAMILIES: Final = {
         # What Qwen2.5's own chat template inserts when no system turn is given.
         default_system="You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
         stop_strings=("<|im_end|>", "<|endoftext|>"),
-        fim=FimTokens("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),
+        fim=FimTokens(
+            "<|fim_prefix|>",
+            "<|fim_suffix|>",
+            "<|fim_middle|>",
+            "<|repo_name|>",
+            "<|file_sep|>",
+            "<|fim_pad|>",
+        ),
     ),
     "smollm2": Family(
         name="smollm2",
@@ -58,24 +71,110 @@ def render_chat(family: Family, turns: Sequence[ChatTurn]) -> str:
     """ChatML for ``turns``, ending with an open assistant turn."""
     if not turns or turns[0].role != "system":
         turns = [ChatTurn("system", family.default_system), *turns]
-    body = "".join(f"<|im_start|>{t.role}\n{t.content}<|im_end|>\n" for t in turns)
+    body = "".join(
+        f"<|im_start|>{t.role}\n{t.content}<|im_end|>\n"
+        for t in turns
+        if t.content or t.role != "system"
+    )
     return body + "<|im_start|>assistant\n"
 
 
-def render_completion(family: Family, prompt: str, suffix: str | None) -> tuple[str, list[str]]:
-    """The prompt for a completion at a cursor, plus stops derived from the suffix.
+@dataclass(frozen=True)
+class Snippet:
+    path: str
+    text: str
 
-    With FIM tokens the suffix goes into the prompt. Without them the model
-    sees the prefix only, and the first non-blank line of the suffix becomes a
-    stop string so the completion does not run on into text already there.
-    """
-    if not suffix:
-        return prompt, []
-    extra_stops = []
+
+def suffix_stops(suffix: str) -> list[str]:
+    """The suffix's first non-blank line, as a stop: a completion that reaches
+    text already after the cursor has said all it should."""
     first_line = next((line.strip() for line in suffix.splitlines() if line.strip()), "")
-    if len(first_line) >= MIN_SUFFIX_STOP_CHARS:
-        extra_stops.append(first_line)
-    if family.fim is None:
-        return prompt, extra_stops
-    fim = family.fim
-    return f"{fim.prefix}{prompt}{fim.suffix}{suffix}{fim.middle}", extra_stops
+    return [first_line] if len(first_line) >= MIN_SUFFIX_STOP_CHARS else []
+
+
+def completion_stops(family: Family, suffix: str) -> list[str]:
+    markers = list(family.fim.markers()) if family.fim else []
+    return [*suffix_stops(suffix), *markers, *family.stop_strings]
+
+
+def render_fim(
+    fim: FimTokens, prefix: str, suffix: str, *, snippets: Sequence[Snippet], path: str, repo: str
+) -> str:
+    """Qwen2.5-Coder fill-in-the-middle; the repo-level form when other files come.
+
+    Other files go first and the cursor window last, so consecutive requests
+    in one file share a long, stable prompt prefix (KV cache reuse).
+    """
+    window = f"{fim.prefix}{prefix}{fim.suffix}{suffix}{fim.middle}"
+    if not snippets and not repo:
+        return window
+    files = "".join(f"{fim.file_sep}{s.path}\n{s.text}\n" for s in snippets if s.text)
+    return (
+        f"{fim.repo_name}{repo or 'workspace'}\n{files}{fim.file_sep}{path or 'untitled'}\n{window}"
+    )
+
+
+def render_prefix_only(
+    prefix: str, *, snippets: Sequence[Snippet], path: str, language: str
+) -> str:
+    """For models without FIM tokens: other files as commented headers, then the prefix."""
+    mark = line_comment(language)
+    files = "".join(f"{mark} {s.path}\n{s.text}\n\n" for s in snippets if s.text)
+    header = f"{mark} {path}\n" if path and files else ""
+    return f"{files}{header}{prefix}"
+
+
+def render_completion(family: Family, prompt: str, suffix: str | None) -> tuple[str, list[str]]:
+    """The prompt for a plain completion at a cursor, plus its stops."""
+    suffix = suffix or ""
+    if family.fim is not None and suffix:
+        text = render_fim(family.fim, prompt, suffix, snippets=(), path="", repo="")
+        return text, completion_stops(family, suffix)
+    return prompt, suffix_stops(suffix)
+
+
+def trim_repeated_suffix(text: str, suffix: str) -> str:
+    """Drop the end of a completion that repeats the start of the text after the cursor."""
+    for size in range(min(len(text), len(suffix)), 0, -1):
+        head = suffix[:size]
+        if head.strip() and text.endswith(head):
+            return text[: len(text) - size]
+    return text
+
+
+def render_code_task(
+    family: Family,
+    *,
+    system: str,
+    instruction: str,
+    code: str,
+    context: str,
+    path: str,
+    language: str,
+) -> str:
+    """A chat turn asking ``instruction`` about ``code`` (and its surroundings)."""
+    fence = language.lower() if language.isidentifier() else ""
+    where = f"File: {path}\n\n" if path else ""
+    around = f"Surrounding code:\n```{fence}\n{context}\n```\n\n" if context else ""
+    user = f"{instruction}\n\n{where}{around}Code:\n```{fence}\n{code}\n```"
+    return render_chat(family, [ChatTurn("system", system), ChatTurn("user", user)])
+
+
+def render_commit_message(family: Family, *, system: str, instruction: str, diff: str) -> str:
+    user = f"{instruction}\n\n```diff\n{diff}\n```"
+    return render_chat(family, [ChatTurn("system", system), ChatTurn("user", user)])
+
+
+_HASH_COMMENT_LANGUAGES = frozenset(
+    {"python", "ruby", "shellscript", "bash", "sh", "perl", "r", "yaml", "toml", "makefile",
+     "dockerfile", "elixir", "julia", "nim", "powershell", "cmake"}
+)  # fmt: skip
+
+
+def line_comment(language: str) -> str:
+    lang = language.lower()
+    if lang in _HASH_COMMENT_LANGUAGES:
+        return "#"
+    if lang in ("sql", "lua", "haskell"):
+        return "--"
+    return "//" if lang else "#"

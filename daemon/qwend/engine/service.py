@@ -7,18 +7,87 @@ returns a running Job (or raises a QwendError). It knows nothing of HTTP.
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 import time
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from qwend import __version__
 from qwend.config import Config
-from qwend.engine.backend import Sampling
+from qwend.engine.backend import Backend, Sampling
 from qwend.engine.engine import Engine, GenerationRequest, Job
-from qwend.engine.prompts import FAMILIES, ChatTurn, render_chat, render_completion
-from qwend.errors import BadRequest, ModelNotFound
-from qwend.protocol import ChatRequest, CompletionRequest, TokenizeRequest, _Sampled
+from qwend.engine.prompts import FAMILIES, ChatTurn, render_chat
+from qwend.engine.tasks import PreparedTask, prepare
+from qwend.errors import (
+    BackendUnavailable,
+    BadRequest,
+    ContextLengthExceeded,
+    ModelNotFound,
+    NotFound,
+)
+from qwend.protocol import (
+    TASK_INPUTS,
+    ChatRequest,
+    CompleteInput,
+    CompletionRequest,
+    EmbeddingsRequest,
+    TaskInput,
+    TokenizeRequest,
+    _Sampled,
+    parse_body,
+)
+
+
+@dataclass(frozen=True)
+class TaskJob:
+    """A routed task in flight: its generation and the report of its prompt."""
+
+    generation: Job
+    prepared: PreparedTask
+    stream: bool
+
+    @property
+    def budget(self) -> dict[str, Any]:
+        return {
+            "task": self.prepared.name,
+            "lane": self.prepared.lane,
+            "template": self.prepared.template,
+            **self.prepared.budget.to_dict(),
+        }
+
+
+def _embed(backend: Backend, tokens: list[int]) -> list[float]:
+    return backend.embed(tokens)
+
+
+@dataclass(frozen=True)
+class ExactCounting:
+    engine: Engine
+    mode: str = "exact"
+
+    def count(self, text: str) -> int:
+        return self.engine.count(text)
+
+    def count_lines(self, lines: list[str]) -> list[int]:
+        return self.engine.count_lines(lines)
+
+
+@dataclass(frozen=True)
+class EstimatedCounting:
+    """Characters / chars_per_token, rounded up; only when configured (see config)."""
+
+    chars_per_token: float
+    mode: str = "estimate"
+
+    def count(self, text: str) -> int:
+        return math.ceil(len(text) / self.chars_per_token)
+
+    def count_lines(self, lines: list[str]) -> list[int]:
+        return [self.count(line) for line in lines]
 
 
 class InferenceService:
@@ -38,9 +107,91 @@ class InferenceService:
         return self.engine.state.value
 
     async def complete(self, req: CompletionRequest) -> Job:
+        """A plain completion; with a ``suffix`` it is the complete task's prompt."""
         self._check_model(req.model)
-        prompt, suffix_stops = render_completion(self.family, req.prompt, req.suffix)
-        return await self.engine.submit(self._generation(req, prompt, req.max_tokens, suffix_stops))
+        if not req.suffix:
+            return await self.engine.submit(self._generation(req, req.prompt, req.max_tokens, []))
+        body = CompleteInput(
+            prefix=req.prompt,
+            suffix=req.suffix,
+            max_tokens=req.max_tokens,
+            temperature=req.temperature,
+            top_p=req.top_p,
+            seed=req.seed,
+            stop=req.stop_list(),
+        )
+        task_job = await self._run_task("complete", body)
+        return task_job.generation
+
+    async def task(self, name: str, raw: Any) -> TaskJob:
+        """Validate, budget and queue routed task ``name``. Raises NotFound for others."""
+        if name not in TASK_INPUTS:
+            raise NotFound(
+                f"no task named '{name}'",
+                hint="tasks: " + ", ".join(TASK_INPUTS),
+                tasks=list(TASK_INPUTS),
+            )
+        body = parse_body(TASK_INPUTS[name], raw)
+        return await self._run_task(name, body)
+
+    async def embed(self, req: EmbeddingsRequest) -> dict[str, Any]:
+        self._check_model(req.model)
+        texts = req.texts()
+        await self.engine.ensure_loaded()
+        ids = [await self.engine.tokenize(text) for text in texts]
+        limit = self.engine.backend.context_length
+        for index, tokens in enumerate(ids):
+            if not tokens or len(tokens) > limit:
+                raise ContextLengthExceeded(
+                    f"input {index} has {len(tokens)} tokens; embeddings take 1 to {limit}",
+                    hint="split the text",
+                )
+        vectors = [await self.engine.call(partial(_embed, tokens=tokens)) for tokens in ids]
+        used = sum(len(t) for t in ids)
+        return {
+            "object": "list",
+            "model": self.model_name,
+            "data": [
+                {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)
+            ],
+            "usage": {"prompt_tokens": used, "total_tokens": used},
+        }
+
+    async def _run_task(self, name: str, body: TaskInput) -> TaskJob:
+        await self.engine.ensure_loaded()
+        settings = self.config.settings
+        prepared = await asyncio.to_thread(
+            prepare,
+            name,
+            body,
+            settings.tasks[name],  # type: ignore[index]
+            self.family,
+            context_length=self.engine.backend.context_length,
+            max_tokens_limit=settings.generation.max_tokens_limit,
+            counting=self.counting(),
+        )
+        request = prepared.request
+        if prepared.suffix:
+            request = replace(request, trim_suffix=prepared.suffix)
+        job = await self.engine.submit(request, lane=prepared.lane)
+        return TaskJob(job, prepared, body.stream)
+
+    def counting(self) -> ExactCounting | EstimatedCounting:
+        """Exact counts from the tokenizer; an estimate only where configured."""
+        if self.engine.backend.has_tokenizer:
+            return ExactCounting(self.engine)
+        budget = self.config.settings.budget
+        if budget.estimate_without_tokenizer:
+            return EstimatedCounting(budget.chars_per_token)
+        raise BackendUnavailable(
+            "the model has no tokenizer, so prompts cannot be fitted by exact token counts",
+            hint="set budget.estimate_without_tokenizer = true to accept a character estimate",
+        )
+
+    def _counting_mode(self) -> str:
+        if self.engine.backend.has_tokenizer:
+            return "exact"
+        return "estimate" if self.config.settings.budget.estimate_without_tokenizer else "none"
 
     async def chat(self, req: ChatRequest) -> Job:
         self._check_model(req.model)
@@ -67,6 +218,7 @@ class InferenceService:
                     "family": profile.family,
                     "state": self.state(),
                     "context_length": self.engine.backend.context_length,
+                    "embedding_dimension": self.engine.backend.embedding_dim,
                 }
             ],
         }
@@ -83,6 +235,8 @@ class InferenceService:
             "preload": settings.daemon.preload,
             "device": self.config.profile.device,
             "memory": {"rss_bytes": _resident_bytes()},
+            "token_counting": self._counting_mode(),
+            "tasks": {name: task.lane for name, task in settings.tasks.items()},
             **self.engine.snapshot(),
         }
 

@@ -83,6 +83,28 @@ class TransformersBackend(Backend):
     def tokenize(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=False))
 
+    def tokenize_batch(self, texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        return [list(ids) for ids in self._tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    @property
+    def embedding_dim(self) -> int | None:
+        return None if self._model is None else int(self._model.config.hidden_size)
+
+    def embed(self, ids: list[int]) -> list[float]:
+        """Mean of the final hidden states over the tokens, L2-normalized.
+
+        A decoder's pooled hidden state is a usable similarity signal for code
+        search and deduplication, not a trained embedding model; see docs/api.md.
+        """
+        import torch
+
+        with torch.inference_mode():
+            hidden = self._model.base_model(input_ids=torch.tensor([ids])).last_hidden_state
+            pooled = torch.nn.functional.normalize(hidden[0].float().mean(dim=0), dim=0)
+        return [float(x) for x in pooled]
+
     def decode(self, ids: list[int]) -> str:
         return str(self._tokenizer.decode(ids, skip_special_tokens=False))
 

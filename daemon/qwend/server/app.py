@@ -32,6 +32,7 @@ from qwend.metrics import Metrics
 from qwend.protocol import (
     ChatRequest,
     CompletionRequest,
+    EmbeddingsRequest,
     Generation,
     Service,
     TokenizeRequest,
@@ -249,6 +250,43 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         job.cancel()
 
 
+async def embeddings(request: web.Request) -> web.Response:
+    req = await _body(request, EmbeddingsRequest)
+    return web.json_response(await request.app[SERVICE].embed(req))
+
+
+async def task(request: web.Request) -> web.StreamResponse:
+    """A routed task: the answer plus the budget report of its prompt."""
+    name = request.match_info["task"]
+    service = request.app[SERVICE]
+    run = await service.task(name, await request.read())
+    job = run.generation
+    model = service.model_name
+    try:
+        if not run.stream:
+            text = await job.text()
+            return web.json_response(
+                {
+                    "task": name,
+                    "model": model,
+                    "text": text,
+                    "finish_reason": job.finish_reason,
+                    "usage": job.usage,
+                    "budget": run.budget,
+                }
+            )
+
+        def closing() -> list[dict[str, Any]]:
+            final = {"finish_reason": job.finish_reason, "usage": job.usage, "budget": run.budget}
+            return [{"task": name, "model": model, **final}]
+
+        return await _stream(
+            request, job, lambda d: {"task": name, "model": model, "delta": d}, closing
+        )
+    finally:
+        job.cancel()
+
+
 def build_app(service: Service, metrics_: Metrics, *, max_body_bytes: int) -> web.Application:
     app = web.Application(
         client_max_size=max_body_bytes, middlewares=[errors_and_metrics, same_user_only]
@@ -263,4 +301,6 @@ def build_app(service: Service, metrics_: Metrics, *, max_body_bytes: int) -> we
     app.router.add_post("/v1/tokenize", tokenize)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/tasks/{task}", task)
     return app

@@ -1,0 +1,216 @@
+"""Engine: route an editor's task to its template, settings and token budget.
+
+Each task (complete, explain, ..., reasoning) has a config table: its lane,
+sampling, stops, system prompt, instruction and budget shares. ``prepare``
+turns a validated task input into parts (budget.Part), fits them into the
+context window, renders the prompt for the model's family, and returns the
+generation request with the budget report. No I/O and no model calls beyond
+the token counters it is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from qwend.config import TaskSettings
+from qwend.engine.backend import Sampling
+from qwend.engine.budget import BudgetReport, Limits, Part, fit
+from qwend.engine.engine import GenerationRequest
+from qwend.engine.prompts import (
+    ChatTurn,
+    Family,
+    Snippet,
+    completion_stops,
+    render_chat,
+    render_code_task,
+    render_commit_message,
+    render_fim,
+    render_prefix_only,
+    suffix_stops,
+)
+from qwend.errors import BadRequest
+from qwend.protocol import ChatInput, CodeInput, CommitMessageInput, CompleteInput, TaskInput
+
+
+class TokenCounting(Protocol):
+    @property
+    def mode(self) -> str: ...  # "exact" or "estimate"
+
+    def count(self, text: str) -> int: ...
+
+    def count_lines(self, lines: list[str]) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class PreparedTask:
+    name: str
+    lane: str
+    request: GenerationRequest
+    budget: BudgetReport
+    suffix: str  # text after the cursor (complete only): never repeated in the answer
+    template: str  # the prompt form actually used ("fim", "prefix", "chat")
+
+
+def prepare(
+    name: str,
+    body: TaskInput,
+    task: TaskSettings,
+    family: Family,
+    *,
+    context_length: int,
+    max_tokens_limit: int,
+    counting: TokenCounting,
+) -> PreparedTask:
+    """Fit ``body`` into the window and render it. Raises ContextLengthExceeded."""
+    max_tokens = body.max_tokens or task.max_tokens
+    if max_tokens > max_tokens_limit:
+        raise BadRequest(
+            f"field 'max_tokens': {max_tokens} is above this daemon's limit of {max_tokens_limit}",
+            field="max_tokens",
+        )
+    limits = Limits(
+        context_length=context_length,
+        max_tokens=max_tokens,
+        max_input_tokens=task.max_input_tokens,
+        counting="exact" if counting.mode == "exact" else "estimate",
+    )
+    suffix = ""
+    extra_stops: list[str] = list(family.stop_strings)
+    template = task.template
+    if isinstance(body, CompleteInput):
+        if template == "fim" and family.fim is None:
+            template = "prefix"  # the prompt form, not the model, changes: reported below
+        parts, render = _complete(body, family, template)
+        suffix = body.suffix
+        extra_stops = (
+            completion_stops(family, suffix) if template == "fim" else suffix_stops(suffix)
+        )
+        extra_stops += list(family.stop_strings)
+    elif isinstance(body, CodeInput):
+        parts, render = _code(body, task, family)
+    elif isinstance(body, CommitMessageInput):
+        parts, render = _commit(body, task, family)
+    else:
+        parts, render = _chat(body, task, family)
+    fitted = fit(
+        parts,
+        task.budget,
+        limits,
+        count=counting.count,
+        count_lines=counting.count_lines,
+        render=render,
+    )
+    sampling = Sampling(
+        temperature=task.temperature if body.temperature is None else body.temperature,
+        top_p=task.top_p if body.top_p is None else body.top_p,
+        seed=body.seed,
+    )
+    stops = (*body.stop, *task.stop, *extra_stops)
+    request = GenerationRequest(fitted.prompt, max_tokens, sampling, stops)
+    return PreparedTask(name, task.lane, request, fitted.report, suffix, template)
+
+
+Render = Any  # Callable[[dict[str, str]], str]; kept loose for the per-task closures
+
+
+def _complete(body: CompleteInput, family: Family, template: str) -> tuple[list[Part], Render]:
+    ranked = sorted(enumerate(body.snippets), key=lambda item: (-item[1].score, item[0]))
+    snippet_parts = [
+        Part(f"snippet:{index}:{snippet.path}", snippet.text, group="snippets")
+        for index, snippet in ranked
+    ]
+    parts = [
+        Part("prefix", body.prefix, group="prefix", keep="end"),
+        Part("suffix", body.suffix, group="suffix", keep="start"),
+        *snippet_parts,
+    ]
+    names = [p.name for p in snippet_parts]
+
+    def render(texts: dict[str, str]) -> str:
+        snippets = [Snippet(name.split(":", 2)[2], texts[name]) for name in names]
+        if template == "fim" and family.fim is not None:
+            return render_fim(
+                family.fim,
+                texts["prefix"],
+                texts["suffix"],
+                snippets=snippets,
+                path=body.path,
+                repo=body.repo,
+            )
+        return render_prefix_only(
+            texts["prefix"], snippets=snippets, path=body.path, language=body.language
+        )
+
+    return parts, render
+
+
+def _code(body: CodeInput, task: TaskSettings, family: Family) -> tuple[list[Part], Render]:
+    instruction = task.instruction
+    if body.instruction:
+        instruction = f"{instruction}\n\n{body.instruction}" if instruction else body.instruction
+    parts = [
+        Part("system", task.system),
+        Part("instruction", instruction),
+        Part("code", body.code),
+        Part("context", body.context, group="context"),
+    ]
+
+    def render(texts: dict[str, str]) -> str:
+        return render_code_task(
+            family,
+            system=texts["system"],
+            instruction=texts["instruction"],
+            code=texts["code"],
+            context=texts["context"],
+            path=body.path,
+            language=body.language,
+        )
+
+    return parts, render
+
+
+def _commit(
+    body: CommitMessageInput, task: TaskSettings, family: Family
+) -> tuple[list[Part], Render]:
+    instruction = task.instruction
+    if body.instruction:
+        instruction = f"{instruction}\n\n{body.instruction}" if instruction else body.instruction
+    parts = [
+        Part("system", task.system),
+        Part("instruction", instruction),
+        Part("diff", body.diff, group="diff"),
+    ]
+
+    def render(texts: dict[str, str]) -> str:
+        return render_commit_message(
+            family, system=texts["system"], instruction=texts["instruction"], diff=texts["diff"]
+        )
+
+    return parts, render
+
+
+def _chat(body: ChatInput, task: TaskSettings, family: Family) -> tuple[list[Part], Render]:
+    messages = list(body.messages)
+    system = task.system
+    if messages[0].role == "system":
+        system = messages.pop(0).content
+    if not messages:
+        raise BadRequest("field 'messages': needs at least one non-system message")
+    names = [f"message:{i}:{m.role}" for i, m in enumerate(messages)]
+    latest = Part(names[-1], messages[-1].content)
+    # Older turns are ranked newest first and dropped whole, oldest first.
+    history = [
+        Part(name, message.content, group="history", atomic=True)
+        for name, message in reversed(list(zip(names[:-1], messages[:-1], strict=True)))
+    ]
+    parts = [Part("system", system), latest, *history]
+
+    def render(texts: dict[str, str]) -> str:
+        turns = [ChatTurn("system", texts["system"])]
+        for name in names:
+            if texts[name] or name == names[-1]:
+                turns.append(ChatTurn(name.split(":")[2], texts[name]))
+        return render_chat(family, turns)
+
+    return parts, render
