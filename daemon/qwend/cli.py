@@ -173,9 +173,11 @@ def format_status(status: dict[str, Any]) -> str:
         ("uptime", _duration(status.get("uptime_s", 0))),
         (
             "queue",
-            f"{queue.get('depth', 0)} waiting of {queue.get('capacity', 0)}, "
+            f"{queue.get('interactive', 0)} interactive + {queue.get('background', 0)} "
+            f"background waiting (max {queue.get('capacity_per_lane', 0)} each), "
             f"{queue.get('active', 0)} running",
         ),
+        ("tokens", f"{status.get('token_counting', '?')} counts for budgets"),
         ("requests", f"{perf.get('completed_jobs', 0)} completed"),
         (
             "latency",
