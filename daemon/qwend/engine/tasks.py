@@ -120,11 +120,12 @@ def _complete(body: CompleteInput, family: Family, template: str) -> tuple[list[
         Part(f"snippet:{index}:{snippet.path}", snippet.text, group="snippets")
         for index, snippet in ranked
     ]
-    parts = [
-        Part("prefix", body.prefix, group="prefix", keep="end"),
-        Part("suffix", body.suffix, group="suffix", keep="start"),
-        *snippet_parts,
-    ]
+    # Prefix-only prompts cannot show the suffix: it gets no budget and is
+    # used only to stop and trim the answer.
+    cursor_window = [Part("prefix", body.prefix, group="prefix", keep="end")]
+    if template == "fim":
+        cursor_window.append(Part("suffix", body.suffix, group="suffix", keep="start"))
+    parts = [*cursor_window, *snippet_parts]
     names = [p.name for p in snippet_parts]
 
     def render(texts: dict[str, str]) -> str:
@@ -133,7 +134,7 @@ def _complete(body: CompleteInput, family: Family, template: str) -> tuple[list[
             return render_fim(
                 family.fim,
                 texts["prefix"],
-                texts["suffix"],
+                texts.get("suffix", ""),
                 snippets=snippets,
                 path=body.path,
                 repo=body.repo,
