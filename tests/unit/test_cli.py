@@ -31,7 +31,9 @@ SAMPLE_STATUS: dict[str, Any] = {
         "load_seconds": 1.234,
         "context_length": 8192,
     },
-    "queue": {"depth": 2, "capacity": 32, "active": 1},
+    "token_counting": "exact",
+    "tasks": {"complete": "interactive", "refactor": "background"},
+    "queue": {"interactive": 2, "background": 1, "capacity_per_lane": 32, "active": 1},
     "performance": {
         "completed_jobs": 17,
         "latency_p50_s": 0.123,
@@ -53,7 +55,8 @@ def test_format_status_ready() -> None:
         "  context  8192 tokens",
         "  memory   300 MiB resident",
         "  uptime   1h02m05s",
-        "  queue    2 waiting of 32, 1 running",
+        "  queue    2 interactive + 1 background waiting (max 32 each), 1 running",
+        "  tokens   exact counts for budgets",
         "  requests 17 completed",
         "  latency  p50 0.12s, p95 1.50s",
         "  speed    42.5 tokens/s",
@@ -101,7 +104,8 @@ def test_format_status_without_performance_figures() -> None:
 def test_format_status_tolerates_a_sparse_body() -> None:
     out = cli.format_status({})
     assert out.splitlines()[0] == "qwend ?: ?"
-    assert "  queue    0 waiting of 0, 0 running" in out
+    assert "  queue    0 interactive + 0 background waiting (max 0 each), 0 running" in out
+    assert "  tokens   ? counts for budgets" in out
 
 
 def test_status_exit_mapping() -> None:
@@ -187,7 +191,7 @@ def test_status_exit_code_follows_model_state(
     assert cli.main(["status", "--socket", str(path)]) == code
     out = capsys.readouterr().out
     assert out.startswith(f"qwend 0.1.0: {state}\n")
-    assert "  queue    2 waiting of 32, 1 running" in out
+    assert "  queue    2 interactive + 1 background waiting (max 32 each), 1 running" in out
 
 
 def test_status_json_passes_the_body_through(

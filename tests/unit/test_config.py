@@ -277,6 +277,115 @@ def test_max_tokens_above_limit(xdg: Path) -> None:
     assert "50" in err.message
 
 
+SHIPPED_TASK_MAX_TOKENS = {
+    "complete": 64,
+    "explain": 512,
+    "refactor": 1024,
+    "docstring": 256,
+    "tests": 1024,
+    "fix": 1024,
+    "commit_message": 128,
+    "chat": 1024,
+    "reasoning": 8000,
+}
+
+
+def test_shipped_task_max_tokens(xdg: Path) -> None:
+    tasks = load_config().settings.tasks
+    assert {name: task.max_tokens for name, task in tasks.items()} == SHIPPED_TASK_MAX_TOKENS
+
+
 def test_max_tokens_equal_to_limit_is_fine(xdg: Path) -> None:
-    user_file(xdg, "[generation]\nmax_tokens = 50\nmax_tokens_limit = 50\n")
-    assert load_config().settings.generation.max_tokens == 50
+    # reasoning's shipped max_tokens (8000) is the largest task value: equal is fine too.
+    user_file(xdg, "[generation]\nmax_tokens = 8000\nmax_tokens_limit = 8000\n")
+    settings = load_config().settings
+    assert settings.generation.max_tokens == 8000
+    assert settings.generation.max_tokens_limit == 8000
+    assert settings.tasks["reasoning"].max_tokens == 8000
+
+
+def test_low_limit_is_fine_once_every_task_is_lowered(xdg: Path) -> None:
+    tables = "".join(f"[tasks.{name}]\nmax_tokens = 50\n" for name in SHIPPED_TASK_MAX_TOKENS)
+    user_file(xdg, "[generation]\nmax_tokens = 50\nmax_tokens_limit = 50\n" + tables)
+    settings = load_config().settings
+    assert settings.generation.max_tokens == 50
+    assert {task.max_tokens for task in settings.tasks.values()} == {50}
+    # Lowering max_tokens keeps the rest of each shipped table.
+    assert settings.tasks["reasoning"].lane == "background"
+    assert settings.tasks["reasoning"].temperature == 0.6
+
+
+@pytest.mark.parametrize(
+    ("toml", "task", "value", "limit"),
+    [
+        # The shipped reasoning table (8000) is above a lowered limit.
+        ("[generation]\nmax_tokens_limit = 7999\n", "reasoning", 8000, 7999),
+        # A user task table above the shipped limit (8192).
+        ("[tasks.complete]\nmax_tokens = 8193\n", "complete", 8193, 8192),
+    ],
+)
+def test_task_max_tokens_above_limit(
+    xdg: Path, toml: str, task: str, value: int, limit: int
+) -> None:
+    path = user_file(xdg, toml)
+    err = config_error()
+    key = f"tasks.{task}.max_tokens"
+    assert err.details["key"] == key
+    assert err.message.startswith(f"{path}: key '{key}': ")
+    assert f"generation.max_tokens_limit ({limit})" in err.message
+
+
+def test_unknown_task_table_is_named(xdg: Path) -> None:
+    # A user file cannot remove a shipped table, but it can add a misspelt one.
+    path = user_file(xdg, '[tasks.explainn]\nlane = "interactive"\n')
+    err = config_error()
+    assert err.details["file"] == str(path)
+    assert err.details["key"].startswith("tasks.explainn")
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "reason"),
+    [
+        ('[tasks.complete]\ntemplate = "chat"\n', "tasks.complete.template", "must be one of"),
+        ('[tasks.explain]\ntemplate = "fim"\n', "tasks.explain.template", "must be one of"),
+        ("[tasks.chat]\nbudget = { prefix = 1.0 }\n", "tasks.chat.budget", "'prefix'"),
+        (
+            "[tasks.complete]\nbudget = { prefix = 0.8, suffix = 0.3 }\n",
+            "tasks.complete.budget",
+            "add up to at most 1",
+        ),
+        (
+            "[tasks.explain]\nbudget = { context = -0.5 }\n",
+            "tasks.explain.budget",
+            "non-negative",
+        ),
+    ],
+)
+def test_task_table_checks(xdg: Path, toml: str, key: str, reason: str) -> None:
+    path = user_file(xdg, toml)
+    err = config_error()
+    assert err.details["key"] == key
+    assert err.message.startswith(f"{path}: key '{key}': ")
+    assert reason in err.message
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('[tasks.chat]\nlane = "urgent"\n', "tasks.chat.lane"),
+        ("[tasks.chat]\nmax_tokens = 0\n", "tasks.chat.max_tokens"),
+        ("[tasks.chat]\nmax_input_tokens = -1\n", "tasks.chat.max_input_tokens"),
+        ("[tasks.chat]\nshares = 1\n", "tasks.chat.shares"),
+        ("[budget]\nchars_per_token = 0.5\n", "budget.chars_per_token"),
+        ('[budget]\nestimate_without_tokenizer = "yes"\n', "budget.estimate_without_tokenizer"),
+    ],
+)
+def test_task_and_budget_keys_are_validated(xdg: Path, toml: str, key: str) -> None:
+    user_file(xdg, toml)
+    assert config_error().details["key"] == key
+
+
+def test_shipped_budget_settings(xdg: Path) -> None:
+    budget = load_config().settings.budget
+    assert budget.estimate_without_tokenizer is False
+    assert budget.chars_per_token == 3.5
