@@ -22,7 +22,7 @@ from qwend import __version__, paths
 from qwend.client import DaemonClient
 from qwend.errors import DaemonUnavailable, QwendError
 
-STATUS_EXIT: Final = {"ready": 0, "failed": 1, "loading": 3, "unloaded": 3}
+STATUS_EXIT: Final = {"ready": 0, "swapping": 0, "failed": 1, "loading": 3, "unloaded": 3}
 EXIT_UNREACHABLE: Final = 2
 DETACH_POLL_S: Final = 0.25
 STOP_GRACE_S: Final = 5.0  # beyond the daemon's own drain timeout
@@ -55,10 +55,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from qwend.config import load_config
     from qwend.daemon import configure_logging, serve
 
-    config = load_config(Path(args.config) if args.config else None, model_override=args.model)
+    user_path = Path(args.config) if args.config else None
+    config = load_config(user_path, model_override=args.model)
     configure_logging()
     socket_path = Path(args.socket).expanduser() if args.socket else config.socket_path()
-    return serve(config, socket_path)
+    return serve(
+        config,
+        socket_path,
+        user_path=user_path,
+        model_override=args.model,
+        watch=not args.no_watch,
+    )
 
 
 def _serve_detached(args: argparse.Namespace) -> int:
@@ -68,6 +75,8 @@ def _serve_detached(args: argparse.Namespace) -> int:
     for flag in ("config", "socket", "model"):
         if value := getattr(args, flag):
             command += [f"--{flag}", value]
+    if args.no_watch:
+        command.append("--no-watch")
     with log_file.open("ab") as log:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
@@ -164,6 +173,7 @@ def format_status(status: dict[str, Any]) -> str:
         "loading": "loading the model",
         "unloaded": "loads on the first request",
         "failed": model.get("error") or "",
+        "swapping": f"serving while '{model.get('swapping_to')}' loads",
     }.get(state, "")
     rows = [
         ("state", f"{state} ({detail})" if detail else state),
@@ -186,10 +196,18 @@ def format_status(status: dict[str, Any]) -> str:
         ("speed", f"{perf.get('tokens_per_second') or '-'} tokens/s"),
         ("socket", status.get("socket", "")),
         ("config", ", ".join(status.get("config_files", []))),
+        ("reload", _last_reload(status.get("config") or {})),
         ("pid", str(status.get("pid", ""))),
     ]
     head = f"qwend {status.get('version', '?')}: {state}"
     return "\n".join([head, *(f"  {name:<9}{value}" for name, value in rows)])
+
+
+def _last_reload(config: dict[str, Any]) -> str:
+    last = config.get("last_reload")
+    if not last:
+        return "none since start"
+    return format_reload(last).replace("\n", "\n           ")
 
 
 def _megabytes(value: int | None) -> str:
@@ -204,6 +222,31 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+# -- reload ----------------------------------------------------------------------
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Ask the daemon to re-read its config now; exit 1 if the result is an error."""
+    client = DaemonClient(_socket(args), timeout=args.timeout)
+    status, body = client.request("POST", "/v1/admin/reload")
+    if status != 200:
+        print(f"qwend: {body.get('error', {}).get('message', body)}", file=sys.stderr)
+        return 1
+    print(format_reload(body))
+    return 1 if body.get("result") in ("error", "swap_failed") else 0
+
+
+def format_reload(outcome: dict[str, Any]) -> str:
+    line = f"{outcome.get('result')} at {outcome.get('at')} ({outcome.get('trigger')})"
+    if outcome.get("error"):
+        line += f": {outcome['error']}"
+    if outcome.get("changes"):
+        line += "\n  changed: " + ", ".join(outcome["changes"])
+    if outcome.get("needs_restart"):
+        line += "\n  applies at the next start: " + ", ".join(outcome["needs_restart"])
+    return line
 
 
 # -- ask -------------------------------------------------------------------------
@@ -261,6 +304,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--detach", action="store_true", help="run in the background")
     serve.add_argument("--log-file", help="log file for --detach (default: XDG state dir)")
     serve.add_argument(
+        "--no-watch", action="store_true", help="do not watch the config files for edits"
+    )
+    serve.add_argument(
         "--wait",
         type=float,
         default=600.0,
@@ -276,6 +322,10 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--timeout", type=float, default=2.0, help="seconds to wait (default 2)")
     status.set_defaults(run=cmd_status)
+
+    reload = sub.add_parser("reload", parents=[common], help="re-read the config files now")
+    reload.add_argument("--timeout", type=float, default=600.0, help="seconds (model swaps)")
+    reload.set_defaults(run=cmd_reload)
 
     ask = sub.add_parser("ask", parents=[common], help="ask the resident model a question")
     ask.add_argument("question")

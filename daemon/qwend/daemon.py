@@ -15,25 +15,29 @@ import logging
 import os
 import signal
 import socket
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
 from qwend.config import Config
+from qwend.config_watch import ConfigWatcher
 from qwend.engine.backend import Backend
 from qwend.engine.backends import create_backend
 from qwend.engine.engine import Engine
+from qwend.engine.reload import Reloader
 from qwend.engine.service import InferenceService
 from qwend.metrics import Metrics
 from qwend.model_store import require_model
 from qwend.paths import check_socket_path, ensure_private_dir
-from qwend.server.app import build_app
+from qwend.server.app import IN_FLIGHT, build_app
 from qwend.server.unix_socket import InstanceLock, bind_private_socket
 
 log = logging.getLogger(__name__)
 
 ENGINE_STOP_TIMEOUT_S: Final = 5.0  # one generation step is far shorter
+CANCEL_GRACE_S: Final = 2.0  # after the drain: how long cancelled handlers get to unwind
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -42,11 +46,19 @@ def configure_logging() -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-def serve(config: Config, socket_path: Path) -> int:
+def serve(
+    config: Config,
+    socket_path: Path,
+    *,
+    user_path: Path | None = None,
+    model_override: str | None = None,
+    watch: bool = True,
+) -> int:
     """Run the daemon in the foreground until SIGTERM; return the exit code.
 
-    Raises BackendUnavailable, ModelMissing, SocketPathError or AlreadyRunning
-    before anything is bound.
+    ``user_path`` and ``model_override`` are re-applied on every config
+    reload; ``watch`` turns the file watcher on. Raises BackendUnavailable,
+    ModelMissing, SocketPathError or AlreadyRunning before anything is bound.
     """
     backend = create_backend(config)
     require_model(config)
@@ -66,7 +78,8 @@ def serve(config: Config, socket_path: Path) -> int:
             socket_path,
             ", ".join(str(p) for p in config.files),
         )
-        asyncio.run(_serve(config, backend, sock, socket_path))
+        options = _Options(user_path, model_override, watch)
+        asyncio.run(_serve(config, backend, sock, socket_path, options))
     finally:
         if sock is not None:
             sock.close()
@@ -76,7 +89,16 @@ def serve(config: Config, socket_path: Path) -> int:
     return 0
 
 
-async def _serve(config: Config, backend: Backend, sock: socket.socket, socket_path: Path) -> None:
+@dataclass(frozen=True)
+class _Options:
+    user_path: Path | None
+    model_override: str | None
+    watch: bool
+
+
+async def _serve(
+    config: Config, backend: Backend, sock: socket.socket, socket_path: Path, options: _Options
+) -> None:
     settings = config.settings
     metrics = Metrics()
     engine = Engine(
@@ -86,16 +108,28 @@ async def _serve(config: Config, backend: Backend, sock: socket.socket, socket_p
         metrics=metrics,
     )
     service = InferenceService(engine, config, socket_path)
-    app = build_app(service, metrics, max_body_bytes=settings.server.max_body_bytes)
+    loop = asyncio.get_running_loop()
+    reloader = Reloader(service, user_path=options.user_path, model_override=options.model_override)
+    service.reload_status = reloader.status
+    service.reload_now = lambda: _reload_dict(reloader, "api")
+
+    def on_config_edit() -> None:  # on the watcher's thread
+        loop.call_soon_threadsafe(_spawn_reload, reloader)
+
+    watcher = ConfigWatcher(reloader.watched_files(), on_config_edit)
+    app = build_app(service, metrics)
     runner = web.AppRunner(
         app,
         handler_cancellation=True,  # a client that disconnects cancels its handler
-        shutdown_timeout=settings.server.shutdown_timeout_s,
+        shutdown_timeout=CANCEL_GRACE_S,  # draining happens before, under the live timeout
         access_log=None,
     )
     await runner.setup()
-    await web.SockSite(runner, sock, shutdown_timeout=settings.server.shutdown_timeout_s).start()
+    site = web.SockSite(runner, sock, shutdown_timeout=CANCEL_GRACE_S)
+    await site.start()
     engine.start(preload=settings.daemon.preload)
+    if options.watch:
+        watcher.start()
     log.info("serving (preload %s)", "on" if settings.daemon.preload else "off")
 
     stop = asyncio.Event()
@@ -104,9 +138,28 @@ async def _serve(config: Config, backend: Backend, sock: socket.socket, socket_p
         loop.add_signal_handler(signum, _on_first_signal, loop, stop)
     await stop.wait()
 
-    log.info("draining in-flight requests (at most %.0fs)", settings.server.shutdown_timeout_s)
+    if options.watch:
+        watcher.stop()
+    drain_s = service.config.settings.server.shutdown_timeout_s
+    log.info("draining in-flight requests (at most %.0fs)", drain_s)
+    await site.stop()  # no new connections; the ones open finish their requests
+    if not await app[IN_FLIGHT].wait_idle(drain_s):
+        log.warning("drain timed out: cancelling %d requests", app[IN_FLIGHT].count)
     await runner.cleanup()
     await asyncio.to_thread(engine.close, ENGINE_STOP_TIMEOUT_S)
+
+
+_reload_tasks: set[asyncio.Task[Any]] = set()  # strong references until each finishes
+
+
+def _spawn_reload(reloader: Reloader) -> None:
+    task = asyncio.create_task(reloader.reload("watch"))
+    _reload_tasks.add(task)
+    task.add_done_callback(_reload_tasks.discard)
+
+
+async def _reload_dict(reloader: Reloader, trigger: str) -> dict[str, Any]:
+    return (await reloader.reload(trigger)).to_dict()
 
 
 def _on_first_signal(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
-MODEL_STATES = ["unloaded", "loading", "ready", "failed"]
+MODEL_STATES = ["unloaded", "loading", "ready", "swapping", "failed"]
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -48,6 +48,12 @@ class Metrics:
             "qwend_model_state",
             "State of the resident model",
             states=MODEL_STATES,
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "qwend_config_reloads",
+            "Config reloads by result",
+            ["result"],
             registry=r,
         )
         self.model_load_seconds = Gauge(

@@ -227,6 +227,10 @@ class Service(Protocol):
 
     async def task(self, name: str, body: Any) -> TaskRun: ...
 
+    async def reload(self) -> dict[str, Any]: ...
+
+    def max_body_bytes(self) -> int: ...
+
 
 class TaskRun(Protocol):
     """A routed task: its generation plus the budget report of its prompt."""
@@ -239,6 +243,9 @@ class TaskRun(Protocol):
 
     @property
     def budget(self) -> dict[str, Any]: ...
+
+    @property
+    def sampling(self) -> dict[str, Any]: ...
 
 
 # -- responses -----------------------------------------------------------------

@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final
 
 from qwend.engine.backend import Backend, Sampling
@@ -60,6 +61,12 @@ class Lanes:
             if len(self._queues[lane]) >= self.capacity:
                 raise queue.Full
             self._queues[lane].append(item)
+            self._ready.notify()
+
+    def put_last(self, item: object) -> None:
+        """Queue ``item`` behind everything waiting in both lanes, past the capacity."""
+        with self._ready:
+            self._queues[LANES[-1]].append(item)
             self._ready.notify()
 
     def put_stop(self) -> None:
@@ -112,7 +119,11 @@ class ModelState(enum.Enum):
     UNLOADED = "unloaded"
     LOADING = "loading"
     READY = "ready"
+    SWAPPING = "swapping"  # the old model serves while the new one loads
     FAILED = "failed"
+
+
+SERVING_STATES: Final = (ModelState.READY, ModelState.SWAPPING)
 
 
 @dataclass(frozen=True)
@@ -219,6 +230,7 @@ class Engine:
         self.state = ModelState.UNLOADED
         self.error: str | None = None
         self.load_seconds: float | None = None
+        self.swap_target: str | None = None
         self._lanes = Lanes(queue_size)
         self._active: Job | None = None
         self._accepting = True
@@ -278,7 +290,7 @@ class Engine:
 
         Raises ModelNotLoaded if loading failed, QueueFull if the queue is full.
         """
-        if self.state is not ModelState.READY:
+        if self.state not in SERVING_STATES:
             await self.call(lambda backend: None)
 
     async def call(self, fn: Callable[[Backend], Any], lane: str = "interactive") -> Any:
@@ -319,7 +331,7 @@ class Engine:
         """
         self.require_available()
         prompt_ids = None
-        if self.state is ModelState.READY:
+        if self.state in SERVING_STATES:
             prompt_ids = await asyncio.to_thread(self._tokenize, request.prompt)
             self._check_context(len(prompt_ids), request.max_tokens)
         job = Job(request=request, loop=asyncio.get_running_loop(), prompt_ids=prompt_ids)
@@ -335,6 +347,54 @@ class Engine:
                 hint="retry shortly, or raise server.queue_size",
             ) from None
         self.metrics.queue_depth.set(self._lanes.depth())
+
+    def set_queue_capacity(self, capacity: int) -> None:
+        """Applies to the next request; requests already waiting stay queued."""
+        self._lanes.capacity = capacity
+
+    async def swap(self, backend: Backend, model_name: str, *, unload_first: bool) -> None:
+        """Replace the resident model; raises QwendError and keeps the old one if
+        the new one cannot load.
+
+        Jobs queued before the swap finish on the old model: the hand-over is
+        queued behind them. With ``unload_first`` (memory cannot hold both)
+        the old model is unloaded only then, and reloaded if the new one fails.
+        """
+        old_name = self.model_name
+        self.swap_target = model_name
+        self._set_state(ModelState.SWAPPING)
+        try:
+            if not unload_first:
+                await asyncio.to_thread(_load_or_raise, backend)
+            loop = asyncio.get_running_loop()
+            handover = _Call(
+                partial(self._install, backend, model_name, unload_first),
+                loop.create_future(),
+                loop,
+            )
+            self._lanes.put_last(handover)
+            await handover.future
+            log.info("model swapped: '%s' -> '%s'", old_name, model_name)
+        finally:
+            self.swap_target = None
+            if self.state is ModelState.SWAPPING:
+                self._set_state(ModelState.READY)
+
+    def _install(self, backend: Backend, model_name: str, unload_first: bool, _: Backend) -> None:
+        """On the generation thread, with nothing else running."""
+        old = self.backend
+        if unload_first:
+            old.unload()
+            try:
+                _load_or_raise(backend)
+            except QwendError:
+                log.error("new model failed to load; reloading '%s'", self.model_name)
+                old.load()
+                raise
+        else:
+            old.unload()
+        self.backend = backend
+        self.model_name = model_name
 
     # -- generation thread ---------------------------------------------------
 
@@ -385,6 +445,12 @@ class Engine:
 
     def _run_call(self, call: _Call) -> None:
         if call.future.done():  # the caller gave up while it waited
+            return
+        if self.state is ModelState.SWAPPING:  # the hand-over: the model is loaded
+            try:
+                call.settle(result=call.fn(self.backend))
+            except QwendError as exc:
+                call.settle(error=exc)
             return
         if self.state is ModelState.UNLOADED:
             self._load()
@@ -515,11 +581,12 @@ class Engine:
             "name": self.model_name,
             "backend": self.backend.name,
             "state": self.state.value,
+            "swapping_to": self.swap_target,
             "error": self.error,
             "load_seconds": self.load_seconds,
             "context_length": self.backend.context_length,
         }
-        if self.state is ModelState.READY:
+        if self.state in SERVING_STATES:
             snap.update(self.backend.describe())
         return {
             "model": snap,
@@ -530,3 +597,14 @@ class Engine:
             },
             "performance": self.stats.summary(),
         }
+
+
+def _load_or_raise(backend: Backend) -> None:
+    """Load ``backend``; any library error becomes ModelNotLoaded with its reason."""
+    try:
+        backend.load()
+    except QwendError:
+        raise
+    except Exception as exc:
+        log.exception("model load failed")
+        raise ModelNotLoaded(f"the new model failed to load: {type(exc).__name__}: {exc}") from exc

@@ -11,14 +11,16 @@ import asyncio
 import math
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from qwend import __version__
-from qwend.config import Config
+from qwend.config import Config, ModelProfile
 from qwend.engine.backend import Backend, Sampling
+from qwend.engine.backends import create_backend
 from qwend.engine.engine import Engine, GenerationRequest, Job
 from qwend.engine.prompts import FAMILIES, ChatTurn, render_chat
 from qwend.engine.tasks import PreparedTask, prepare
@@ -29,6 +31,7 @@ from qwend.errors import (
     ModelNotFound,
     NotFound,
 )
+from qwend.model_store import require_model
 from qwend.protocol import (
     TASK_INPUTS,
     ChatRequest,
@@ -49,6 +52,16 @@ class TaskJob:
     generation: Job
     prepared: PreparedTask
     stream: bool
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        request = self.prepared.request
+        return {
+            "max_tokens": request.max_tokens,
+            "temperature": request.sampling.temperature,
+            "top_p": request.sampling.top_p,
+            "seed": request.sampling.seed,
+        }
 
     @property
     def budget(self) -> dict[str, Any]:
@@ -98,6 +111,46 @@ class InferenceService:
         self.family = FAMILIES[config.profile.family]
         self.started_at = time.time()
         self._started_monotonic = time.monotonic()
+        self._no_swap = asyncio.Event()  # cleared while a swap holds new requests back
+        self._no_swap.set()
+        self.serving: tuple[str, ModelProfile] = (config.model_name, config.profile)
+        # Set by the daemon's wiring: the config reloader's status and trigger.
+        self.reload_status: Callable[[], dict[str, Any]] | None = None
+        self.reload_now: Callable[[], Awaitable[dict[str, Any]]] | None = None
+
+    def apply_config(self, config: Config) -> None:
+        """Sampling, tasks, budgets and limits apply to the next request."""
+        self.config = config
+        self.engine.set_queue_capacity(config.settings.server.queue_size)
+
+    async def swap_model(self, config: Config) -> None:
+        """Make ``config``'s profile the resident model. Raises QwendError and
+        keeps the old one serving if the new one cannot start.
+
+        New requests wait until the swap ends, so none is prepared for one
+        model and run on the other; requests already queued finish first.
+        """
+        backend = create_backend(config)
+        require_model(config)
+        unload_first = "cuda" in (config.profile.device, self.serving[1].device)
+        self._no_swap.clear()
+        try:
+            await self.engine.swap(backend, config.model_name, unload_first=unload_first)
+            self.family = FAMILIES[config.profile.family]
+            self.serving = (config.model_name, config.profile)
+        finally:
+            self._no_swap.set()
+
+    def max_body_bytes(self) -> int:
+        return self.config.settings.server.max_body_bytes
+
+    async def reload(self) -> dict[str, Any]:
+        if self.reload_now is None:
+            raise NotFound("config reloading is not enabled in this daemon")
+        return await self.reload_now()
+
+    def _serving_profile(self) -> ModelProfile:
+        return self.serving[1]
 
     @property
     def model_name(self) -> str:
@@ -108,6 +161,7 @@ class InferenceService:
 
     async def complete(self, req: CompletionRequest) -> Job:
         """A plain completion; with a ``suffix`` it is the complete task's prompt."""
+        await self._no_swap.wait()
         self._check_model(req.model)
         if not req.suffix:
             return await self.engine.submit(self._generation(req, req.prompt, req.max_tokens, []))
@@ -132,9 +186,11 @@ class InferenceService:
                 tasks=list(TASK_INPUTS),
             )
         body = parse_body(TASK_INPUTS[name], raw)
+        await self._no_swap.wait()
         return await self._run_task(name, body)
 
     async def embed(self, req: EmbeddingsRequest) -> dict[str, Any]:
+        await self._no_swap.wait()
         self._check_model(req.model)
         texts = req.texts()
         await self.engine.ensure_loaded()
@@ -194,18 +250,20 @@ class InferenceService:
         return "estimate" if self.config.settings.budget.estimate_without_tokenizer else "none"
 
     async def chat(self, req: ChatRequest) -> Job:
+        await self._no_swap.wait()
         self._check_model(req.model)
         turns = [ChatTurn(m.role, m.content) for m in req.messages]
         prompt = render_chat(self.family, turns)
         return await self.engine.submit(self._generation(req, prompt, req.token_limit(), []))
 
     async def tokenize(self, req: TokenizeRequest) -> dict[str, Any]:
+        await self._no_swap.wait()
         self._check_model(req.model)
         ids = await self.engine.tokenize(req.text)
         return {"model": self.model_name, "count": len(ids), "ids": ids}
 
     def models(self) -> dict[str, Any]:
-        profile = self.config.profile
+        profile = self._serving_profile()
         return {
             "object": "list",
             "data": [
@@ -231,9 +289,10 @@ class InferenceService:
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self._started_monotonic, 1),
             "socket": str(self.socket_path),
+            "config": self.reload_status() if self.reload_status else None,
             "config_files": [str(p) for p in self.config.files],
             "preload": settings.daemon.preload,
-            "device": self.config.profile.device,
+            "device": self._serving_profile().device,
             "memory": {"rss_bytes": _resident_bytes()},
             "token_counting": self._counting_mode(),
             "tasks": {name: task.lane for name, task in settings.tasks.items()},

@@ -48,9 +48,38 @@ log = logging.getLogger(__name__)
 
 SERVICE: Final = web.AppKey("service", Service)
 METRICS: Final = web.AppKey("metrics", Metrics)
-MAX_BODY_BYTES: Final = web.AppKey("max_body_bytes", int)
+HARD_MAX_BODY_BYTES: Final = 64 * 2**20  # config's ceiling; the live limit is checked per request
 PEER_CRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class InFlight:
+    """Requests being handled, so shutdown can wait for them to finish."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """True if every request finished within ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+IN_FLIGHT: Final = web.AppKey("in_flight", InFlight)
 
 
 def json_error(exc: QwendError) -> web.Response:
@@ -70,6 +99,7 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
     endpoint = _endpoint(request)
     started = time.monotonic()
     outcome = "ok"
+    request.app[IN_FLIGHT].enter()
     try:
         response = await handler(request)
     except QwendError as exc:
@@ -87,6 +117,7 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
         outcome = "internal_error"
         response = json_error(QwendError("internal error", hint="see the daemon log"))
     finally:
+        request.app[IN_FLIGHT].leave()
         elapsed = time.monotonic() - started
         metrics.requests.labels(endpoint=endpoint, outcome=outcome).inc()
         metrics.request_duration.labels(endpoint=endpoint).observe(elapsed)
@@ -97,10 +128,7 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
 
 def _from_http_exception(request: web.Request, exc: web.HTTPException) -> QwendError:
     if exc.status == 413:
-        return PayloadTooLarge(
-            f"the body is larger than {request.app[MAX_BODY_BYTES]} bytes",
-            hint="send less, or raise server.max_body_bytes",
-        )
+        return _too_large(request.app[SERVICE].max_body_bytes())
     if exc.status == 404:
         return NotFound(f"no endpoint {request.path}", hint="see docs/api.md")
     if exc.status == 405:
@@ -125,8 +153,25 @@ async def same_user_only(request: web.Request, handler: Handler) -> web.StreamRe
     return await handler(request)
 
 
+async def _read(request: web.Request) -> bytes:
+    """The body, within the configured limit (which a reload may change)."""
+    limit = request.app[SERVICE].max_body_bytes()
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    raw = await request.read()
+    if len(raw) > limit:
+        raise _too_large(limit)
+    return raw
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the body is larger than {limit} bytes", hint="send less, or raise server.max_body_bytes"
+    )
+
+
 async def _body(request: web.Request, model: type[Any]) -> Any:
-    return parse_body(model, await request.read())
+    return parse_body(model, await _read(request))
 
 
 def _sse(payload: dict[str, Any] | str) -> bytes:
@@ -259,7 +304,7 @@ async def task(request: web.Request) -> web.StreamResponse:
     """A routed task: the answer plus the budget report of its prompt."""
     name = request.match_info["task"]
     service = request.app[SERVICE]
-    run = await service.task(name, await request.read())
+    run = await service.task(name, await _read(request))
     job = run.generation
     model = service.model_name
     try:
@@ -272,12 +317,18 @@ async def task(request: web.Request) -> web.StreamResponse:
                     "text": text,
                     "finish_reason": job.finish_reason,
                     "usage": job.usage,
+                    "sampling": run.sampling,
                     "budget": run.budget,
                 }
             )
 
         def closing() -> list[dict[str, Any]]:
-            final = {"finish_reason": job.finish_reason, "usage": job.usage, "budget": run.budget}
+            final = {
+                "finish_reason": job.finish_reason,
+                "usage": job.usage,
+                "sampling": run.sampling,
+                "budget": run.budget,
+            }
             return [{"task": name, "model": model, **final}]
 
         return await _stream(
@@ -287,13 +338,18 @@ async def task(request: web.Request) -> web.StreamResponse:
         job.cancel()
 
 
-def build_app(service: Service, metrics_: Metrics, *, max_body_bytes: int) -> web.Application:
+async def admin_reload(request: web.Request) -> web.Response:
+    """Re-read the config now (for systems where file watching is unavailable)."""
+    return web.json_response(await request.app[SERVICE].reload())
+
+
+def build_app(service: Service, metrics_: Metrics) -> web.Application:
     app = web.Application(
-        client_max_size=max_body_bytes, middlewares=[errors_and_metrics, same_user_only]
+        client_max_size=HARD_MAX_BODY_BYTES, middlewares=[errors_and_metrics, same_user_only]
     )
     app[SERVICE] = service
     app[METRICS] = metrics_
-    app[MAX_BODY_BYTES] = max_body_bytes
+    app[IN_FLIGHT] = InFlight()
     app.router.add_get("/health", health)
     app.router.add_get("/v1/status", status)
     app.router.add_get("/metrics", metrics)
@@ -303,4 +359,5 @@ def build_app(service: Service, metrics_: Metrics, *, max_body_bytes: int) -> we
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/v1/tasks/{task}", task)
+    app.router.add_post("/v1/admin/reload", admin_reload)
     return app
