@@ -72,11 +72,23 @@ class FakeService:
     async def tokenize(self, req: TokenizeRequest) -> dict[str, Any]:
         return {"count": 1, "ids": [7]}
 
+    async def embed(self, req: Any) -> dict[str, Any]:
+        return {"data": []}
+
+    async def task(self, name: str, body: Any) -> Any:
+        raise AssertionError("task() is not used by these transport tests")
+
+    async def reload(self) -> dict[str, Any]:
+        return {"result": "unchanged"}
+
+    def max_body_bytes(self) -> int:
+        return 4096
+
 
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[Path, FakeService]]:
     service = FakeService()
-    runner = web.AppRunner(build_app(service, Metrics(), max_body_bytes=4096))  # type: ignore[arg-type]
+    runner = web.AppRunner(build_app(service, Metrics()))  # type: ignore[arg-type]
     await runner.setup()
     directory = Path(tempfile.mkdtemp(prefix="qwa-", dir="/tmp"))
     socket_path = directory / "s.sock"
