@@ -286,6 +286,16 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- lsp -------------------------------------------------------------------------
+
+
+def cmd_lsp(args: argparse.Namespace) -> int:
+    """The language server on stdio; editors start it, it talks to the daemon."""
+    from qwend_lsp.server import main as lsp_main
+
+    return lsp_main(socket_path=_socket(args), config_path=args.config)
+
+
 # -- parser ----------------------------------------------------------------------
 
 
@@ -326,6 +336,9 @@ def _parser() -> argparse.ArgumentParser:
     reload = sub.add_parser("reload", parents=[common], help="re-read the config files now")
     reload.add_argument("--timeout", type=float, default=600.0, help="seconds (model swaps)")
     reload.set_defaults(run=cmd_reload)
+
+    lsp = sub.add_parser("lsp", parents=[common], help="run the language server on stdio")
+    lsp.set_defaults(run=cmd_lsp)
 
     ask = sub.add_parser("ask", parents=[common], help="ask the resident model a question")
     ask.add_argument("question")
