@@ -147,11 +147,16 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {exc}", file=str(path)) from None
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def _merge(
+    base: dict[str, Any], override: dict[str, Any], path: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Override key by key; a task's ``budget`` shares replace the shipped ones
+    whole (they only make sense together)."""
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+        whole = len(path) == 2 and path[0] == "tasks" and key == "budget"
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not whole:
+            merged[key] = _merge(merged[key], value, (*path, key))
         else:
             merged[key] = value
     return merged

@@ -9,7 +9,9 @@ a client is told instead of silently served something else.
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -98,14 +100,26 @@ class TokenizeRequest(_Body):
 class EmbeddingsRequest(_Body):
     input: str | list[str] = Field(min_length=1)
     model: str | None = None
-    encoding_format: Literal["float"] = "float"
+    encoding_format: Literal["float", "base64"] = "float"
     user: str | None = None
 
     def texts(self) -> list[str]:
         texts = [self.input] if isinstance(self.input, str) else list(self.input)
         if len(texts) > MAX_EMBEDDING_INPUTS:
-            raise BadRequest(f"field 'input': at most {MAX_EMBEDDING_INPUTS} texts per request")
+            raise BadRequest(
+                f"field 'input': at most {MAX_EMBEDDING_INPUTS} texts per request", field="input"
+            )
+        if not all(texts):
+            raise BadRequest("field 'input': texts must not be empty", field="input")
         return texts
+
+
+def encode_embedding(vector: list[float], encoding_format: str) -> list[float] | str:
+    """OpenAI's two forms: a JSON list, or base64 of little-endian float32 (the
+    openai client's default)."""
+    if encoding_format == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
 
 
 # -- routed tasks (POST /v1/tasks/{task}) ---------------------------------------
@@ -116,7 +130,9 @@ class _TaskBody(_Body):
     temperature: Temperature | None = None
     top_p: TopP | None = None
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    stop: list[str] = Field(default_factory=list, max_length=MAX_STOP_STRINGS)
+    stop: list[Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_STOP_STRINGS
+    )
     stream: bool = False
 
 

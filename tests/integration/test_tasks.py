@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import httpx
+import openai
 import pytest
 
 from tests.integration.conftest import Daemon
@@ -136,3 +138,29 @@ def test_embeddings_are_deterministic_unit_vectors(shared_daemon: Daemon) -> Non
     )
     assert again["data"][0]["embedding"] == vectors[0]
     assert first["usage"]["prompt_tokens"] > 0
+
+
+def test_openai_client_embeddings_default_base64(shared_daemon: Daemon) -> None:
+    http_client = httpx.Client(transport=httpx.HTTPTransport(uds=str(shared_daemon.socket)))
+    client = openai.OpenAI(base_url="http://qwend/v1", api_key="unused", http_client=http_client)
+    result = client.embeddings.create(model="smollm2-135m", input=["def f(): pass"])
+    vector = result.data[0].embedding  # sent as base64 float32, decoded by the client
+    _, plain = shared_daemon.client(timeout=120).request(
+        "POST", "/v1/embeddings", {"input": "def f(): pass"}
+    )
+    expected = plain["data"][0]["embedding"]
+    assert len(vector) == len(expected) == 576
+    assert all(
+        math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6)
+        for a, b in zip(vector, expected, strict=True)
+    )
+    http_client.close()
+
+
+def test_empty_embedding_input_is_a_bad_request(shared_daemon: Daemon) -> None:
+    status, answer = shared_daemon.client().request("POST", "/v1/embeddings", {"input": ["ok", ""]})
+    assert (status, answer["error"]["code"], answer["error"]["field"]) == (
+        400,
+        "bad_request",
+        "input",
+    )

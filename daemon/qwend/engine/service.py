@@ -41,6 +41,7 @@ from qwend.protocol import (
     TaskInput,
     TokenizeRequest,
     _Sampled,
+    encode_embedding,
     parse_body,
 )
 
@@ -208,7 +209,12 @@ class InferenceService:
             "object": "list",
             "model": self.model_name,
             "data": [
-                {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)
+                {
+                    "object": "embedding",
+                    "index": i,
+                    "embedding": encode_embedding(v, req.encoding_format),
+                }
+                for i, v in enumerate(vectors)
             ],
             "usage": {"prompt_tokens": used, "total_tokens": used},
         }

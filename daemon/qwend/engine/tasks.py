@@ -197,7 +197,9 @@ def _chat(body: ChatInput, task: TaskSettings, family: Family) -> tuple[list[Par
     if messages[0].role == "system":
         system = messages.pop(0).content
     if not messages:
-        raise BadRequest("field 'messages': needs at least one non-system message")
+        raise BadRequest(
+            "field 'messages': needs at least one non-system message", field="messages"
+        )
     names = [f"message:{i}:{m.role}" for i, m in enumerate(messages)]
     latest = Part(names[-1], messages[-1].content)
     # Older turns are ranked newest first and dropped whole, oldest first.
