@@ -49,7 +49,11 @@ log = logging.getLogger(__name__)
 SERVICE: Final = web.AppKey("service", Service)
 METRICS: Final = web.AppKey("metrics", Metrics)
 HARD_MAX_BODY_BYTES: Final = 64 * 2**20  # config's ceiling; the live limit is checked per request
-PEER_CRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
+PEER_CRED: Final = struct.Struct("3i")
+SERVING_STATES: Final = (
+    "ready",
+    "swapping",
+)  # swapping: the old model still answers  # struct ucred: pid, uid, gid
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -219,8 +223,9 @@ async def _stream(
 async def health(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     state = service.state()
+    serving = state in SERVING_STATES
     return web.json_response(
-        {"status": state, "model": service.model_name}, status=200 if state == "ready" else 503
+        {"status": state, "model": service.model_name}, status=200 if serving else 503
     )
 
 
