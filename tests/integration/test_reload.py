@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -206,3 +207,18 @@ def test_failing_new_profile_keeps_the_old_model(
         "POST", "/v1/completions", {"prompt": "x =", "max_tokens": 2}
     )
     assert code == 200, answer
+
+
+@pytest.mark.skipif(shutil.which("nvim") is None, reason="needs nvim (apt-get install neovim)")
+def test_headless_neovim_save_applies_within_a_second(watched: Daemon) -> None:
+    inode = watched.config_path.stat().st_ino
+    subprocess.run(
+        ["nvim", "--headless", "-u", "NONE", "-c", "%s/temperature = 0.2/temperature = 0.8/",
+         "-c", "wq", str(watched.config_path)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    saved = time.monotonic()
+    assert watched.config_path.stat().st_ino != inode  # nvim renamed its backup: a new file
+    while _explain_temperature(watched) != 0.8:
+        assert time.monotonic() - saved < 5, _status(watched)["config"]
+        time.sleep(0.05)
