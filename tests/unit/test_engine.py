@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -11,8 +12,17 @@ from typing import Any
 import pytest
 
 from qwend.engine.backend import Sampling
-from qwend.engine.engine import Engine, GenerationRequest, Job, ModelState
+from qwend.engine.engine import (
+    _STOP_THREAD,
+    LANES,
+    Engine,
+    GenerationRequest,
+    Job,
+    Lanes,
+    ModelState,
+)
 from qwend.errors import (
+    BackendUnavailable,
     ContextLengthExceeded,
     GenerationFailed,
     ModelMissing,
@@ -281,12 +291,34 @@ async def test_context_length_exceeded_with_a_lazy_model(
     assert jobs_total(engine, "context_length_exceeded") == 1.0
 
 
-async def test_tokenize(make_backend: MakeBackend, make_engine: MakeEngine) -> None:
-    engine = make_engine(make_backend("x"), preload=False)
-    with pytest.raises(ModelNotLoaded, match="unloaded"):
-        await engine.tokenize("ab")
+async def test_tokenize_loads_a_lazy_model(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    backend = make_backend("x")
+    engine = make_engine(backend, preload=False)
+    await asyncio.sleep(0.02)
+    assert engine.state is ModelState.UNLOADED
+    assert await engine.tokenize("ab") == [97, 98]
+    assert engine.state is ModelState.READY
+    assert backend.load_calls == 1
+    assert await engine.tokenize("") == []
+    assert backend.load_calls == 1
     engine2 = await ready(make_engine(make_backend("x")))
     assert await engine2.tokenize("ab") == [97, 98]
+
+
+async def test_tokenize_after_a_failed_load(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    backend = make_backend("x", load_error=ModelMissing("weights gone"))
+    engine = make_engine(backend, preload=False)
+    with pytest.raises(ModelNotLoaded, match="weights gone"):
+        await engine.tokenize("ab")  # the lazy load runs, fails, and says why
+    assert engine.state is ModelState.FAILED
+    assert backend.load_calls == 1
+    with pytest.raises(ModelNotLoaded, match="weights gone"):
+        await engine.tokenize("ab")  # refused at once, no second load
+    assert backend.load_calls == 1
 
 
 # -- queue and cancellation ------------------------------------------------------------
@@ -306,14 +338,24 @@ async def test_queue_full(make_backend: MakeBackend, make_engine: MakeEngine) ->
         await engine.submit(request("3", max_tokens=2))
     assert info.value.code == "queue_full"
     assert info.value.http_status == 429
+    assert "interactive lane" in info.value.message
+    # Each lane is bounded on its own: the background lane still has room.
+    background = await engine.submit(request("b", max_tokens=2), lane="background")
+    assert engine.queue_depth == 2
+    assert engine.metrics.registry.get_sample_value("qwend_queue_depth") == 2.0
+    with pytest.raises(QueueFull, match="background lane"):
+        await engine.submit(request("c", max_tokens=2), lane="background")
     snap = engine.snapshot()
-    assert snap["queue"] == {"depth": 1, "capacity": 1, "active": 1}
+    assert snap["queue"] == {"interactive": 1, "background": 1, "capacity_per_lane": 1, "active": 1}
     gate.set()
     assert await text_of(running) == "ab"
     assert await text_of(waiting) == "ab"
-    assert backend.generate_calls == [[ord("1")], [ord("2")]]  # the refused job never ran
+    assert await text_of(background) == "ab"
+    # The refused jobs never ran; interactive went before background.
+    assert backend.generate_calls == [[ord("1")], [ord("2")], [ord("b")]]
     # Room again once the queue drained.
     assert await text_of(await engine.submit(request("4", max_tokens=1))) == "a"
+    assert engine.snapshot()["queue"]["interactive"] == 0
 
 
 async def test_cancelled_queued_job_never_runs(
@@ -472,14 +514,230 @@ async def test_snapshot(make_backend: MakeBackend, make_engine: MakeEngine) -> N
         "name": "fake-model",
         "backend": "fake",
         "state": "unloaded",
+        "swapping_to": None,
         "error": None,
         "load_seconds": None,
         "context_length": 128,
     }
-    assert snap["queue"] == {"depth": 0, "capacity": 7, "active": 0}
+    assert snap["queue"] == {"interactive": 0, "background": 0, "capacity_per_lane": 7, "active": 0}
     assert snap["performance"]["completed_jobs"] == 0
     assert await text_of(await engine.submit(request(max_tokens=2))) == "ab"
     snap = engine.snapshot()
     assert snap["model"]["state"] == "ready"
     assert snap["model"]["device"] == "fake"  # describe() is merged once ready
     assert snap["performance"]["completed_jobs"] == 1
+
+
+# -- lanes -----------------------------------------------------------------------------
+
+
+def test_lanes_serve_interactive_first_fifo_within_a_lane() -> None:
+    lanes = Lanes(capacity=3)
+    for item in ("b1", "b2"):
+        lanes.put(item, "background")
+    for item in ("i1", "i2"):
+        lanes.put(item, "interactive")
+    assert (lanes.depth(), lanes.depth("interactive"), lanes.depth("background")) == (4, 2, 2)
+    assert [lanes.get() for _ in range(2)] == ["i1", "i2"]
+    lanes.put("i3", "interactive")  # arrives after b1 and b2, still goes first
+    assert [lanes.get() for _ in range(3)] == ["i3", "b1", "b2"]
+    assert lanes.depth() == 0
+
+
+def test_lanes_are_bounded_separately() -> None:
+    lanes = Lanes(capacity=2)
+    lanes.put(1, "interactive")
+    lanes.put(2, "interactive")
+    with pytest.raises(queue.Full):
+        lanes.put(3, "interactive")
+    lanes.put(4, "background")  # the other lane has its own room
+    lanes.put(5, "background")
+    with pytest.raises(queue.Full):
+        lanes.put(6, "background")
+    assert lanes.get() == 1
+    lanes.put(7, "interactive")  # room again once one left
+    assert lanes.drain() == [2, 7, 4, 5]
+    assert lanes.depth() == 0
+
+
+def test_lanes_stop_sentinel_goes_first_and_get_waits() -> None:
+    lanes = Lanes(capacity=1)
+    got: list[object] = []
+    reader = threading.Thread(target=lambda: got.append(lanes.get()))
+    reader.start()
+    time.sleep(0.02)
+    assert got == []  # blocked on the empty lanes
+    lanes.put("b", "background")
+    reader.join(WAIT_S)
+    assert got == ["b"]
+    lanes.put("i", "interactive")
+    lanes.put_stop()
+    assert lanes.get() is _STOP_THREAD
+    assert lanes.get() == "i"
+    assert LANES == ("interactive", "background")
+
+
+async def test_interactive_jobs_run_before_background_ones(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    gate = threading.Event()
+    backend = make_backend("a", step_gate=gate)
+    engine = await ready(make_engine(backend, queue_size=4))
+    running = await engine.submit(request("0", max_tokens=1), lane="background")
+    await wait_event(backend.started)
+    jobs = [
+        await engine.submit(request("b1", max_tokens=1), lane="background"),
+        await engine.submit(request("b2", max_tokens=1), lane="background"),
+        await engine.submit(request("i1", max_tokens=1), lane="interactive"),
+        await engine.submit(request("i2", max_tokens=1)),  # interactive by default
+    ]
+    assert engine.snapshot()["queue"] == {
+        "interactive": 2,
+        "background": 2,
+        "capacity_per_lane": 4,
+        "active": 1,
+    }
+    gate.set()
+    for job in (running, *jobs):
+        assert await text_of(job) == "a"
+    order = ["".join(map(chr, ids)) for ids in backend.generate_calls]
+    assert order == ["0", "i1", "i2", "b1", "b2"]
+
+
+# -- calls on the generation thread ----------------------------------------------------
+
+
+async def test_call_runs_on_the_generation_thread(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    backend = make_backend("x")
+    engine = await ready(make_engine(backend))
+    seen = await engine.call(lambda b: (threading.current_thread().name, b))
+    assert seen == ("qwend-generation", backend)
+    assert await engine.call(lambda b: 42, lane="background") == 42
+    assert engine.queue_depth == 0
+
+
+async def test_ensure_loaded_loads_a_lazy_model(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    backend = make_backend("x")
+    engine = make_engine(backend, preload=False)
+    await asyncio.sleep(0.02)
+    assert engine.state is ModelState.UNLOADED
+    assert backend.load_calls == 0
+    await asyncio.wait_for(engine.ensure_loaded(), WAIT_S)
+    assert engine.state is ModelState.READY
+    assert backend.load_calls == 1
+    await engine.ensure_loaded()  # already ready: returns at once, no second load
+    assert backend.load_calls == 1
+
+
+async def test_ensure_loaded_waits_for_a_preload_in_progress(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    gate = threading.Event()
+    backend = make_backend("x", load_gate=gate)
+    engine = make_engine(backend)
+    await wait_until(lambda: engine.state is ModelState.LOADING, "loading")
+    waiter = asyncio.create_task(engine.ensure_loaded())
+    await asyncio.sleep(0.02)
+    assert not waiter.done()
+    gate.set()
+    await asyncio.wait_for(waiter, WAIT_S)
+    assert engine.state is ModelState.READY
+    assert backend.load_calls == 1
+
+
+async def test_call_after_a_failed_load(make_backend: MakeBackend, make_engine: MakeEngine) -> None:
+    backend = make_backend("x", load_error=ModelMissing("weights gone"))
+    engine = make_engine(backend, preload=False)
+    ran: list[bool] = []
+    with pytest.raises(ModelNotLoaded, match="weights gone"):
+        await engine.call(lambda b: ran.append(True))
+    assert ran == []
+    with pytest.raises(ModelNotLoaded):
+        await engine.ensure_loaded()
+    assert backend.load_calls == 1
+
+
+async def test_call_errors(
+    make_backend: MakeBackend, make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = await ready(make_engine(make_backend("x")))
+
+    def qwend_error(backend: Any) -> None:
+        raise BackendUnavailable("no embeddings here")
+
+    def library_bug(backend: Any) -> None:
+        raise ZeroDivisionError("secret internals")
+
+    with pytest.raises(BackendUnavailable, match="no embeddings here"):
+        await engine.call(qwend_error)
+    with pytest.raises(GenerationFailed) as info:
+        await engine.call(library_bug)
+    assert "secret internals" not in info.value.message
+    assert "secret internals" in caplog.text
+    assert await engine.call(lambda b: "still serving") == "still serving"
+
+
+async def test_cancelled_queued_call_is_skipped(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    gate = threading.Event()
+    backend = make_backend("ab", step_gate=gate)
+    engine = await ready(make_engine(backend))
+    running = await engine.submit(request("1", max_tokens=2))
+    await wait_event(backend.started)
+    ran: list[str] = []
+    waiting = asyncio.create_task(engine.call(lambda b: ran.append("cancelled")))
+    await wait_until(lambda: engine.queue_depth == 1, "the call to be queued")
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    after = asyncio.create_task(engine.call(lambda b: ran.append("after")))
+    gate.set()
+    assert await text_of(running) == "ab"
+    await asyncio.wait_for(after, WAIT_S)
+    assert ran == ["after"]  # the cancelled call never ran, the next one did
+    assert engine.queue_depth == 0
+
+
+async def test_call_on_a_full_lane_is_refused(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    gate = threading.Event()
+    backend = make_backend("ab", step_gate=gate)
+    engine = await ready(make_engine(backend, queue_size=1))
+    running = await engine.submit(request("1", max_tokens=2))
+    await wait_event(backend.started)
+    queued = await engine.submit(request("2", max_tokens=2))
+    with pytest.raises(QueueFull, match="interactive lane"):
+        await engine.call(lambda b: None)
+    in_background = asyncio.create_task(engine.call(lambda b: "bg", lane="background"))
+    gate.set()
+    assert await asyncio.wait_for(in_background, WAIT_S) == "bg"
+    for job in (running, queued):
+        assert await text_of(job) == "ab"
+
+
+async def test_close_refuses_queued_calls(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    gate = threading.Event()
+    backend = make_backend("ab", step_gate=gate)
+    engine = await ready(make_engine(backend))
+    running = await engine.submit(request("1", max_tokens=2))
+    await wait_event(backend.started)
+    ran: list[bool] = []
+    pending = asyncio.create_task(engine.call(lambda b: ran.append(True)))
+    await wait_until(lambda: engine.queue_depth == 1, "the call to be queued")
+    closing = asyncio.create_task(asyncio.to_thread(engine.close, WAIT_S))
+    with pytest.raises(ShuttingDown):
+        await asyncio.wait_for(pending, WAIT_S)
+    gate.set()
+    await asyncio.wait_for(closing, WAIT_S)
+    assert await text_of(running) == ""
+    assert ran == []
+    with pytest.raises(ShuttingDown):
+        await engine.call(lambda b: None)

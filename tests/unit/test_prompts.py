@@ -9,9 +9,28 @@ from qwend.engine.prompts import (
     MIN_SUFFIX_STOP_CHARS,
     ChatTurn,
     Family,
+    Snippet,
+    completion_stops,
+    line_comment,
     render_chat,
+    render_code_task,
+    render_commit_message,
     render_completion,
+    render_fim,
+    render_prefix_only,
+    suffix_stops,
+    trim_repeated_suffix,
 )
+
+FIM_MARKERS = [
+    "<|fim_prefix|>",
+    "<|fim_suffix|>",
+    "<|fim_middle|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+    "<|fim_pad|>",
+]
+FAMILY_STOPS = ["<|im_end|>", "<|endoftext|>"]
 
 QWEN = FAMILIES["qwen2.5"]
 SMOL = FAMILIES["smollm2"]
@@ -95,7 +114,8 @@ def test_completion_qwen_builds_fim_prompt() -> None:
     assert prompt == (
         "<|fim_prefix|>def add(a, b):\n    <|fim_suffix|>\n\nprint(add(1, 2))\n<|fim_middle|>"
     )
-    assert stops == ["print(add(1, 2))"]
+    # The suffix's first line, then every FIM marker, then the family's end markers.
+    assert stops == ["print(add(1, 2))", *FIM_MARKERS, *FAMILY_STOPS]
 
 
 def test_completion_smollm2_has_no_fim_and_returns_prompt_only() -> None:
@@ -129,6 +149,133 @@ def test_completion_suffix_line_of_exactly_min_chars_is_a_stop() -> None:
 
 def test_completion_blank_suffix_gives_no_stop_but_qwen_still_uses_fim() -> None:
     prompt, stops = render_completion(QWEN, "a", " \n\t\n")
-    assert stops == []
+    assert stops == [*FIM_MARKERS, *FAMILY_STOPS]  # no suffix line, the markers still stop
     assert prompt == "<|fim_prefix|>a<|fim_suffix|> \n\t\n<|fim_middle|>"
     assert render_completion(SMOL, "a", " \n\t\n") == ("a", [])
+
+
+# -- completion stops ------------------------------------------------------------------
+
+
+def test_completion_stops_per_family() -> None:
+    assert completion_stops(QWEN, "\n  next_line()\n") == [
+        "next_line()",
+        *FIM_MARKERS,
+        *FAMILY_STOPS,
+    ]
+    assert completion_stops(SMOL, "\n  next_line()\n") == ["next_line()", *FAMILY_STOPS]
+    assert suffix_stops("") == []
+    assert suffix_stops("\n\n  \n") == []
+    assert suffix_stops("ab\nlonger\n") == []  # only the first non-blank line counts
+
+
+# -- trimming a completion that repeats the suffix -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "suffix", "expected"),
+    [
+        # The answer ran on into the text after the cursor: that tail goes.
+        ("a + b)\n    return x", ")\n    return x\n", "a + b"),
+        ("total = 0\nfor x in xs:", "for x in xs:\n    total += x\n", "total = 0\n"),
+        # The longest repeat is cut, not just its last character.
+        ("f(a))", "))", "f(a"),
+        # Nothing repeated: unchanged.
+        ("a + b", ")\n", "a + b"),
+        ("a + b", "", "a + b"),
+        ("", ")", ""),
+        # A repeat made only of whitespace is not a repeat.
+        ("x = 1\n", "\n\nprint(x)", "x = 1\n"),
+        ("x = 1 ", " \n", "x = 1 "),
+        # The whole answer repeats the suffix: nothing is left.
+        ("return x", "return x\n", ""),
+        # Only the start of the suffix counts, not text found later in it.
+        ("print(x)", "\nfoo()\nprint(x)\n", "print(x)"),
+    ],
+)
+def test_trim_repeated_suffix(text: str, suffix: str, expected: str) -> None:
+    assert trim_repeated_suffix(text, suffix) == expected
+
+
+# -- fill-in-the-middle and prefix-only forms ------------------------------------------
+
+
+def test_render_fim_plain_window() -> None:
+    assert QWEN.fim is not None
+    prompt = render_fim(QWEN.fim, "p", "s", snippets=[], path="a.py", repo="")
+    # A path alone does not take the repo-level form.
+    assert prompt == "<|fim_prefix|>p<|fim_suffix|>s<|fim_middle|>"
+
+
+def test_render_fim_repo_level_defaults_and_empty_snippets() -> None:
+    assert QWEN.fim is not None
+    prompt = render_fim(
+        QWEN.fim, "p", "s", snippets=[Snippet("x.py", ""), Snippet("y.py", "Y\n")], path="", repo=""
+    )
+    assert prompt == (
+        "<|repo_name|>workspace\n<|file_sep|>y.py\nY\n\n<|file_sep|>untitled\n"
+        "<|fim_prefix|>p<|fim_suffix|>s<|fim_middle|>"
+    )
+
+
+def test_render_prefix_only() -> None:
+    snippets = [Snippet("lib/u.py", "def u(): ...\n"), Snippet("lib/empty.py", "")]
+    assert render_prefix_only("x = ", snippets=snippets, path="main.py", language="python") == (
+        "# lib/u.py\ndef u(): ...\n\n\n# main.py\nx = "
+    )
+    # No other files: the prefix alone, with no header for this file either.
+    assert render_prefix_only("x = ", snippets=[], path="main.py", language="python") == "x = "
+    assert render_prefix_only("x", snippets=snippets[:1], path="", language="") == (
+        "# lib/u.py\ndef u(): ...\n\n\nx"
+    )
+
+
+@pytest.mark.parametrize(
+    ("language", "mark"),
+    [
+        ("python", "#"),
+        ("Python", "#"),
+        ("shellscript", "#"),
+        ("toml", "#"),
+        ("sql", "--"),
+        ("lua", "--"),
+        ("haskell", "--"),
+        ("typescript", "//"),
+        ("rust", "//"),
+        ("c", "//"),
+        ("", "#"),
+    ],
+)
+def test_line_comment(language: str, mark: str) -> None:
+    assert line_comment(language) == mark
+
+
+# -- code tasks and commit messages ----------------------------------------------------
+
+
+def test_render_code_task_minimal_and_full() -> None:
+    minimal = render_code_task(
+        SMOL, system="S", instruction="Explain.", code="x", context="", path="", language=""
+    )
+    assert minimal == (
+        "<|im_start|>system\nS<|im_end|>\n"
+        "<|im_start|>user\nExplain.\n\nCode:\n```\nx\n```<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    full = render_code_task(
+        QWEN, system="", instruction="Fix.", code="y", context="z", path="a.rs", language="Rust"
+    )
+    # An empty system prompt leaves the system turn out (no family default either).
+    assert full == (
+        "<|im_start|>user\nFix.\n\nFile: a.rs\n\n"
+        "Surrounding code:\n```rust\nz\n```\n\nCode:\n```rust\ny\n```<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
+
+def test_render_commit_message() -> None:
+    assert render_commit_message(QWEN, system="S", instruction="Write it.", diff="+a") == (
+        "<|im_start|>system\nS<|im_end|>\n"
+        "<|im_start|>user\nWrite it.\n\n```diff\n+a\n```<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )

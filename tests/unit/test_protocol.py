@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from typing import Any
 
 import pytest
@@ -10,13 +12,23 @@ from pydantic import BaseModel
 
 from qwend.errors import BadRequest
 from qwend.protocol import (
+    MAX_EMBEDDING_INPUTS,
+    MAX_PATH_CHARS,
+    MAX_SNIPPETS,
     MAX_STOP_CHARS,
     MAX_STOP_STRINGS,
+    TASK_INPUTS,
+    ChatInput,
     ChatRequest,
+    CodeInput,
+    CommitMessageInput,
+    CompleteInput,
     CompletionRequest,
+    EmbeddingsRequest,
     TokenizeRequest,
     chat_body,
     completion_body,
+    encode_embedding,
     parse_body,
 )
 
@@ -325,3 +337,173 @@ def test_chat_body_shape() -> None:
     assert out["choices"][0]["message"] == {"role": "assistant", "content": "hi"}
     assert out["choices"][0]["finish_reason"] == "length"
     assert out["usage"] == use
+
+
+# -- routed task inputs ----------------------------------------------------------
+
+MINIMAL_TASK_BODIES: dict[str, dict[str, Any]] = {
+    "complete": {"prefix": "x = "},
+    "explain": {"code": "x"},
+    "refactor": {"code": "x"},
+    "docstring": {"code": "x"},
+    "tests": {"code": "x"},
+    "fix": {"code": "x"},
+    "commit_message": {"diff": "+x"},
+    "chat": {"messages": [{"role": "user", "content": "hi"}]},
+    "reasoning": {"messages": [{"role": "user", "content": "why?"}]},
+}
+
+
+def test_every_task_has_an_input_model() -> None:
+    assert set(TASK_INPUTS) == set(MINIMAL_TASK_BODIES)
+    assert TASK_INPUTS["complete"] is CompleteInput
+    assert {TASK_INPUTS[n] for n in ("explain", "refactor", "docstring", "tests", "fix")} == {
+        CodeInput
+    }
+    assert TASK_INPUTS["commit_message"] is CommitMessageInput
+    assert TASK_INPUTS["chat"] is TASK_INPUTS["reasoning"] is ChatInput
+
+
+@pytest.mark.parametrize("task", list(MINIMAL_TASK_BODIES))
+def test_minimal_task_bodies(task: str) -> None:
+    parsed = parse_body(TASK_INPUTS[task], body(**MINIMAL_TASK_BODIES[task]))
+    assert isinstance(parsed, TASK_INPUTS[task])
+    # The common fields default to "use the task's settings".
+    assert parsed.max_tokens is None
+    assert parsed.temperature is None
+    assert parsed.top_p is None
+    assert parsed.seed is None
+    assert parsed.stop == []
+    assert parsed.stream is False
+
+
+@pytest.mark.parametrize("task", list(MINIMAL_TASK_BODIES))
+def test_unknown_task_field_is_named(task: str) -> None:
+    err = bad_field(
+        TASK_INPUTS[task], body(**MINIMAL_TASK_BODIES[task], temprature=0.5), "temprature"
+    )
+    assert err.message == "field 'temprature': unknown field"
+
+
+@pytest.mark.parametrize(
+    ("task", "field"),
+    [
+        # Fields of other tasks, and OpenAI fields tasks do not take, are unknown here.
+        ("explain", "prefix"),
+        ("complete", "code"),
+        ("commit_message", "messages"),
+        ("chat", "model"),
+        ("complete", "suffix_stop"),
+    ],
+)
+def test_fields_of_other_requests_are_unknown(task: str, field: str) -> None:
+    bad_field(TASK_INPUTS[task], body(**MINIMAL_TASK_BODIES[task], **{field: "x"}), field)
+
+
+def test_complete_input_full() -> None:
+    req = parse_body(
+        CompleteInput,
+        body(
+            prefix="def f():\n    ",
+            suffix="\n",
+            language="python",
+            path="pkg/a.py",
+            repo="demo",
+            snippets=[
+                {"path": "b.py", "text": "B = 1\n", "score": 0.5},
+                {"path": "c.py", "text": ""},
+            ],
+            max_tokens=32,
+            temperature=0,
+            top_p=0.9,
+            seed=3,
+            stop=["\n\n"],
+            stream=True,
+        ),
+    )
+    assert req.snippets[0].score == 0.5
+    assert req.snippets[1].score == 0.0  # the default
+    assert (req.max_tokens, req.temperature, req.top_p, req.seed) == (32, 0.0, 0.9, 3)
+    assert req.stop == ["\n\n"]
+    assert req.stream is True
+
+
+def test_snippet_limits() -> None:
+    snippet = {"path": "a.py", "text": "x"}
+    ok = parse_body(CompleteInput, body(prefix="", snippets=[snippet] * MAX_SNIPPETS))
+    assert len(ok.snippets) == MAX_SNIPPETS
+    err = bad_field(
+        CompleteInput, body(prefix="", snippets=[snippet] * (MAX_SNIPPETS + 1)), "snippets"
+    )
+    assert str(MAX_SNIPPETS) in err.message
+    bad_field(CompleteInput, body(prefix="", snippets=[{"path": "a.py"}]), "snippets.0.text")
+    bad_field(CompleteInput, body(prefix="", snippets=[{**snippet, "line": 3}]), "snippets.0.line")
+    bad_field(
+        CompleteInput, body(prefix="", snippets=[{**snippet, "score": "high"}]), "snippets.0.score"
+    )
+    long_path = {"path": "p" * (MAX_PATH_CHARS + 1), "text": "x"}
+    bad_field(CompleteInput, body(prefix="", snippets=[long_path]), "snippets.0.path")
+    raw = b'{"prefix": "", "snippets": [{"path": "a", "text": "x", "score": NaN}]}'
+    bad_field(CompleteInput, raw, "snippets.0.score")
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "field"),
+    [
+        (CodeInput, {"code": ""}, "code"),
+        (CodeInput, {}, "code"),
+        (CodeInput, {"code": 5}, "code"),
+        (CommitMessageInput, {"diff": ""}, "diff"),
+        (CommitMessageInput, {}, "diff"),
+        (ChatInput, {"messages": []}, "messages"),
+        (ChatInput, {"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
+        (CompleteInput, {}, "prefix"),
+        (CompleteInput, {"prefix": "", "language": "x" * 65}, "language"),
+        (CompleteInput, {"prefix": "", "repo": "r" * 257}, "repo"),
+        (CompleteInput, {"prefix": "", "path": "p" * (MAX_PATH_CHARS + 1)}, "path"),
+        (CodeInput, {"code": "x", "max_tokens": 0}, "max_tokens"),
+        (CodeInput, {"code": "x", "temperature": 2.5}, "temperature"),
+        (CodeInput, {"code": "x", "top_p": 0}, "top_p"),
+        (CodeInput, {"code": "x", "seed": -1}, "seed"),
+        (CodeInput, {"code": "x", "stop": "END"}, "stop"),  # tasks take a list only
+        (CodeInput, {"code": "x", "stop": ["s"] * (MAX_STOP_STRINGS + 1)}, "stop"),
+        (CodeInput, {"code": "x", "stream": "yes"}, "stream"),
+    ],
+)
+def test_task_input_errors_name_the_field(
+    model: type[BaseModel], fields: dict[str, Any], field: str
+) -> None:
+    bad_field(model, body(**fields), field)
+
+
+def test_empty_prefix_and_code_whitespace() -> None:
+    # An empty prefix is a cursor at the start of a file; whitespace is code too.
+    assert parse_body(CompleteInput, body(prefix="")).prefix == ""
+    assert parse_body(CodeInput, body(code=" ")).code == " "
+
+
+def test_embeddings_request() -> None:
+    assert parse_body(EmbeddingsRequest, body(input="a")).texts() == ["a"]
+    assert parse_body(EmbeddingsRequest, body(input=["a", "b"])).texts() == ["a", "b"]
+    assert parse_body(EmbeddingsRequest, body(input="a")).encoding_format == "float"
+    assert parse_body(EmbeddingsRequest, body(input="a", encoding_format="base64"))
+    bad_field(EmbeddingsRequest, body(input=[]), "input")
+    bad_field(EmbeddingsRequest, body(input=""), "input")
+    bad_field(EmbeddingsRequest, body(input="a", encoding_format="int8"), "encoding_format")
+    bad_field(EmbeddingsRequest, body(input="a", dimensions=8), "dimensions")
+    too_many = parse_body(EmbeddingsRequest, body(input=["a"] * (MAX_EMBEDDING_INPUTS + 1)))
+    with pytest.raises(BadRequest, match=f"at most {MAX_EMBEDDING_INPUTS}") as info:
+        too_many.texts()
+    assert info.value.details == {"field": "input"}
+    with_empty = parse_body(EmbeddingsRequest, body(input=["a", ""]))
+    with pytest.raises(BadRequest, match="must not be empty") as info:
+        with_empty.texts()
+    assert info.value.details == {"field": "input"}
+
+
+def test_encode_embedding() -> None:
+    vector = [0.5, -1.0, 0.25]
+    assert encode_embedding(vector, "float") == vector
+    packed = encode_embedding(vector, "base64")
+    assert isinstance(packed, str)
+    assert list(struct.unpack("<3f", base64.b64decode(packed))) == vector

@@ -117,12 +117,18 @@ def fit(
 ) -> Fitted:
     """Choose what of each part goes into the prompt. Raises ContextLengthExceeded."""
     budget = limits.input_budget
+    whole = render({p.name: p.text for p in parts})
+    whole_tokens = count(whole)
+    if budget > 0 and whole_tokens <= budget:  # everything fits: nothing is cut
+        kept = {p.name: _Kept(p, _lines(p.text), len(_lines(p.text))) for p in parts}
+        return _fitted(parts, kept, whole, whole_tokens, limits, count)
     overhead = count(render({p.name: "" for p in parts}))
     required = {p.name: count(p.text) for p in parts if p.required}
     if budget <= 0 or overhead + sum(required.values()) > budget:
         raise _too_large(limits, overhead, required)
 
     line_tokens = {p.name: count_lines(_lines(p.text)) for p in parts if not p.required}
+    _charge_wrappers(parts, line_tokens, overhead, count, render)
     kept = {p.name: _Kept(p, _lines(p.text), len(_lines(p.text))) for p in parts}
     available = budget - overhead - sum(required.values())
     allowance = _allocate(parts, shares, line_tokens, available)
@@ -132,10 +138,21 @@ def fit(
     prompt = render({name: k.text() for name, k in kept.items()})
     total = count(prompt)
     while total > budget:
-        if not _shrink_one(parts, kept, line_tokens):
+        if not _shrink(parts, kept, line_tokens, total - budget):
             raise _too_large(limits, total - sum(required.values()), required)
         prompt = render({name: k.text() for name, k in kept.items()})
         total = count(prompt)
+    return _fitted(parts, kept, prompt, total, limits, count)
+
+
+def _fitted(
+    parts: Sequence[Part],
+    kept: dict[str, _Kept],
+    prompt: str,
+    total: int,
+    limits: Limits,
+    count: Counter,
+) -> Fitted:
     texts = {name: k.text() for name, k in kept.items()}
     reports = tuple(_report(p, kept[p.name], count, texts[p.name]) for p in parts)
     return Fitted(
@@ -144,7 +161,7 @@ def fit(
         BudgetReport(
             context_length=limits.context_length,
             max_tokens=limits.max_tokens,
-            input_budget=budget,
+            input_budget=limits.input_budget,
             prompt_tokens=total,
             template_tokens=total - sum(r.tokens for r in reports),
             counting=limits.counting,
@@ -211,22 +228,62 @@ def _fill(
         tokens = 0
 
 
-def _shrink_one(
-    parts: Sequence[Part], kept: dict[str, _Kept], line_tokens: dict[str, list[int]]
+def _shrink(
+    parts: Sequence[Part],
+    kept: dict[str, _Kept],
+    line_tokens: dict[str, list[int]],
+    overshoot: int,
 ) -> bool:
-    """Drop one line (or one atomic part) from the flexible part holding the most."""
-    candidates = [p for p in parts if not p.required and kept[p.name].kept > 0]
-    if not candidates:
-        return False
+    """Cut about ``overshoot`` tokens from the group holding the most, taking
+    from its lowest-ranked kept part first (oldest turn, weakest snippet)."""
 
     def held(part: Part) -> int:
         counts = line_tokens[part.name]
         k = kept[part.name].kept
         return sum(counts[len(counts) - k :]) if part.keep == "end" else sum(counts[:k])
 
-    victim = max(candidates, key=held)
-    kept[victim.name].kept = 0 if victim.atomic else kept[victim.name].kept - 1
+    groups = {
+        group: [p for p in members if kept[p.name].kept > 0]
+        for group, members in _groups(parts).items()
+    }
+    groups = {group: members for group, members in groups.items() if members}
+    if not groups:
+        return False
+    fullest = max(groups.values(), key=lambda members: sum(held(p) for p in members))
+    victim = fullest[-1]
+    state = kept[victim.name]
+    if victim.atomic:
+        state.kept = 0
+        return True
+    counts = line_tokens[victim.name]
+    removed = 0
+    while state.kept > 0 and (removed == 0 or removed < overshoot):
+        # The line farthest from the cursor goes: a prefix's first, others' last.
+        index = len(counts) - state.kept if victim.keep == "end" else state.kept - 1
+        removed += counts[index]
+        state.kept -= 1
     return True
+
+
+def _charge_wrappers(
+    parts: Sequence[Part],
+    line_tokens: dict[str, list[int]],
+    overhead: int,
+    count: Counter,
+    render: Renderer,
+) -> None:
+    """Add the markup a flexible part brings (a snippet's header, a chat turn's
+    tags) to the first line it would keep, so it is paid only if kept and
+    never squeezes a better-ranked part afterwards."""
+    placeholder = "x"
+    unit = count(placeholder)
+    empty = {p.name: "" for p in parts}
+    for part in parts:
+        counts = line_tokens.get(part.name)
+        if not counts:
+            continue
+        wrapper = count(render({**empty, part.name: placeholder})) - overhead - unit
+        counts[-1 if part.keep == "end" else 0] += max(0, wrapper)
 
 
 def _report(part: Part, kept: _Kept, count: Counter, text: str) -> PartReport:
