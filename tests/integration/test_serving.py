@@ -73,7 +73,7 @@ def test_health_and_status_report_the_resident_model(shared_daemon: Daemon) -> N
     assert info["model"]["backend"] == "transformers"
     assert info["model"]["state"] == "ready"
     assert info["model"]["context_length"] == 8192
-    assert info["queue"] == {"depth": 0, "capacity": 1, "active": 0}
+    assert info["queue"] == {"interactive": 0, "background": 0, "capacity_per_lane": 1, "active": 0}
     assert info["uptime_s"] > 0
     assert info["config_files"][-1] == str(shared_daemon.config_path)
 
@@ -229,7 +229,7 @@ def test_full_queue_answers_429_at_once(shared_daemon: Daemon) -> None:
     )
     waiter.start()
     deadline = time.monotonic() + 10
-    while shared_daemon.client().request("GET", "/v1/status")[1]["queue"]["depth"] < 1:
+    while shared_daemon.client().request("GET", "/v1/status")[1]["queue"]["interactive"] < 1:
         assert time.monotonic() < deadline
         time.sleep(0.02)
     status, answer = _post(shared_daemon, "/v1/completions", short_job)
