@@ -1,0 +1,218 @@
+"""Editor: the executeCommand commands: explain, refactor, docstring, tests, fix, commit, ask.
+
+Each command reports ``$/progress`` (when the client supports it) and can be
+cancelled two ways: the progress notification's cancel button
+(``window/workDoneProgress/cancel``) and ``$/cancelRequest`` on the
+executeCommand request. pygls does not cancel command tasks itself, so both
+are bridged to the task here; the daemon request is then closed and the
+daemon drops the job. A cancelled command answers ``{"cancelled": true}``.
+
+Results:
+
+- code (refactor, docstring, tests, fix): a ``workspace/applyEdit`` the editor
+  applies (see actions.py for where each edit goes); the result is
+  ``{"applied": bool, "text": answer}``.
+- prose (explain, commitMessage, ask): the text is the command's result
+  ``{"text": ...}`` and is also shown with ``window/showMessage`` (Info).
+  Editors without a good message area can read the result instead.
+
+Arguments: code commands take one object ``{"uri", "range", "instruction"?}``
+(what the code actions send); ``qwend.ask`` takes a question string, or an
+object ``{"question", "uri"?, "range"?}`` to ask about a selection;
+``qwend.commitMessage`` takes nothing (or ``{"root"}``) and reads
+``git diff --cached`` in the workspace root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from lsprotocol import types as t
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+
+from qwend_lsp import actions
+from qwend_lsp.daemon_link import DaemonDown, DaemonRequestError
+
+if TYPE_CHECKING:
+    from qwend_lsp.server import QwendServer
+
+REQUEST_FAILED: Final = int(t.LSPErrorCodes.RequestFailed)
+MAX_DIFF_CHARS: Final = 200_000
+TITLES: Final = {
+    "explain": "qwend: explaining",
+    "refactor": "qwend: refactoring",
+    "docstring": "qwend: writing a docstring",
+    "tests": "qwend: writing tests",
+    "fix": "qwend: fixing",
+    "commit_message": "qwend: drafting a commit message",
+    "chat": "qwend: answering",
+}
+
+
+def request_failed(exc: Exception) -> JsonRpcException:
+    """The JSON-RPC error a daemon failure becomes (RequestFailed, -32803)."""
+    return JsonRpcException(message=str(exc), code=REQUEST_FAILED)
+
+
+@contextlib.asynccontextmanager
+async def progress(ls: QwendServer, title: str) -> AsyncIterator[Callable[[str], None]]:
+    """Report $/progress around a block; cancelling the progress cancels the block's task."""
+    me = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+
+    def cancel_me(future: Any) -> None:
+        if future.cancelled() and me is not None:
+            loop.call_soon_threadsafe(me.cancel)
+
+    # $/cancelRequest on the executeCommand request (pygls would only answer -32800).
+    outer = ls.protocol._request_futures.get(ls.protocol.msg_id) if ls.protocol.msg_id else None
+    if outer is not None:
+        outer.add_done_callback(cancel_me)
+    if not ls.supports_progress():
+        yield lambda message: None
+        return
+    token = str(uuid.uuid4())
+    await ls.work_done_progress.create_async(token)
+    ls.work_done_progress.begin(
+        token,
+        t.WorkDoneProgressBegin(title=title, cancellable=True, message="waiting for the model"),
+    )
+    ls.work_done_progress.tokens[token].add_done_callback(cancel_me)
+
+    def report(message: str) -> None:
+        ls.work_done_progress.report(token, t.WorkDoneProgressReport(message=message))
+
+    outcome = "cancelled"
+    try:
+        yield report
+        outcome = "done"
+    except (DaemonDown, DaemonRequestError) as exc:
+        outcome = f"failed: {exc}"
+        raise
+    finally:
+        ls.work_done_progress.end(token, t.WorkDoneProgressEnd(message=outcome))
+
+
+async def ask_daemon(ls: QwendServer, task: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Run one task with progress; DaemonDown and daemon errors become RequestFailed."""
+    if ls.options.task_max_tokens is not None:
+        body.setdefault("max_tokens", ls.options.task_max_tokens)
+    try:
+        async with progress(ls, TITLES.get(task, f"qwend: {task}")):
+            return await ls.link.task(task, body)
+    except (DaemonDown, DaemonRequestError) as exc:
+        raise request_failed(exc) from None
+
+
+async def run_code_task(ls: QwendServer, task: str, args: tuple[Any, ...]) -> dict[str, Any]:
+    """explain / refactor / docstring / tests / fix on a selection."""
+    if len(args) != 1 or not isinstance(args[0], dict) or "uri" not in args[0]:
+        raise JsonRpcInvalidParams(f"qwend.{task} takes one object {{uri, range}}")
+    uri = str(args[0]["uri"])
+    doc = ls.workspace.get_text_document(uri)
+    lines = list(doc.lines)
+    try:
+        selection = actions.effective_range(lines, actions.parse_range(args[0].get("range")))
+    except ValueError as exc:
+        raise JsonRpcInvalidParams(str(exc)) from None
+    start, end = doc.offset_at_position(selection.start), doc.offset_at_position(selection.end)
+    code = doc.source[start:end]
+    if not code.strip():
+        raise JsonRpcInvalidParams("the selection is empty")
+    body: dict[str, Any] = {
+        "code": code,
+        "language": (doc.language_id or "")[:64],
+        "path": ls.label(uri),
+        "context": actions.surrounding(lines, selection),
+    }
+    if args[0].get("instruction"):
+        body["instruction"] = str(args[0]["instruction"])
+    try:
+        answer = await ask_daemon(ls, task, body)
+    except asyncio.CancelledError:
+        return {"cancelled": True}
+    text = str(answer.get("text", ""))
+    if task in actions.PROSE_TASKS:
+        return show_prose(ls, f"qwend: {task}", text)
+    if task == "docstring":
+        edit = actions.docstring_edit(uri, doc.language_id or "", lines, selection, text)
+    elif task == "tests":
+        edit = actions.append_edit(uri, lines, text)
+    else:
+        edit = actions.replace_edit(uri, lines, selection, text)
+    result = await ls.workspace_apply_edit_async(
+        t.ApplyWorkspaceEditParams(edit=edit, label=f"qwend: {task}")
+    )
+    return {"applied": result.applied, "text": text}
+
+
+def show_prose(ls: QwendServer, title: str, text: str) -> dict[str, Any]:
+    ls.window_show_message(
+        t.ShowMessageParams(type=t.MessageType.Info, message=f"{title}\n\n{text}")
+    )
+    return {"text": text}
+
+
+async def run_ask(ls: QwendServer, args: tuple[Any, ...]) -> dict[str, Any]:
+    """qwend.ask: a question, optionally about a selection."""
+    arg = args[0] if len(args) == 1 else None
+    question = (
+        arg if isinstance(arg, str) else arg.get("question") if isinstance(arg, dict) else None
+    )
+    if not isinstance(question, str) or not question.strip():
+        raise JsonRpcInvalidParams('qwend.ask takes a question string or {"question": ...}')
+    content = question
+    if isinstance(arg, dict) and arg.get("uri") and arg.get("range"):
+        doc = ls.workspace.get_text_document(str(arg["uri"]))
+        try:
+            selection = actions.parse_range(arg["range"])
+        except ValueError as exc:
+            raise JsonRpcInvalidParams(str(exc)) from None
+        start, end = doc.offset_at_position(selection.start), doc.offset_at_position(selection.end)
+        content = f"{question}\n\n```{doc.language_id or ''}\n{doc.source[start:end]}\n```"
+    try:
+        answer = await ask_daemon(ls, "chat", {"messages": [{"role": "user", "content": content}]})
+    except asyncio.CancelledError:
+        return {"cancelled": True}
+    return show_prose(ls, "qwend", str(answer.get("text", "")))
+
+
+async def staged_diff(root: Path) -> str:
+    """``git diff --cached`` in ``root``; RequestFailed when git fails or nothing is staged."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            "git", "diff", "--cached", "--no-color", "--no-ext-diff",
+            cwd=root,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await process.communicate()
+    except OSError as exc:
+        raise JsonRpcException(message=f"cannot run git: {exc}", code=REQUEST_FAILED) from None
+    if process.returncode != 0:
+        reason = err.decode(errors="replace").strip() or f"exit code {process.returncode}"
+        raise JsonRpcException(message=f"git diff --cached failed: {reason}", code=REQUEST_FAILED)
+    diff = out.decode(errors="replace")
+    if not diff.strip():
+        raise JsonRpcException(message="nothing is staged: git add first", code=REQUEST_FAILED)
+    return diff[:MAX_DIFF_CHARS]
+
+
+async def run_commit_message(ls: QwendServer, args: tuple[Any, ...]) -> dict[str, Any]:
+    arg = args[0] if args else None
+    root = arg.get("root") if isinstance(arg, dict) else None
+    root = root or ls.workspace.root_path
+    if not root:
+        raise JsonRpcException(message="no workspace root to run git in", code=REQUEST_FAILED)
+    diff = await staged_diff(Path(root))
+    try:
+        answer = await ask_daemon(ls, "commit_message", {"diff": diff})
+    except asyncio.CancelledError:
+        return {"cancelled": True}
+    return show_prose(ls, "qwend: commit message", str(answer.get("text", "")).strip())

@@ -1,0 +1,306 @@
+"""Editor: the qwend language server (pygls): LSP features wired to the domain helpers.
+
+Features: textDocument/inlineCompletion (LSP 3.18), a textDocument/completion
+fallback, code actions with executeCommand commands, the custom
+``qwend/status`` request and notification, and the daemon's loading
+progress. The handlers stay short; inline.py, commands.py, actions.py and
+daemon_link.py do the work. The server exits on stdin EOF (pygls) and when the
+editor process named in ``initialize``'s ``processId`` dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import unquote, urlparse
+
+import pygls.protocol
+from cattrs import Converter
+from lsprotocol import types as t
+from pygls.exceptions import JsonRpcException
+from pygls.lsp.server import LanguageServer
+
+from qwend import __version__
+from qwend_lsp import commands
+from qwend_lsp.actions import CODE_ACTION_KINDS, CODE_ACTIONS, code_actions
+from qwend_lsp.completion import RecentDocuments, snippet_score, snippet_text
+from qwend_lsp.daemon_link import DaemonDown, DaemonLink, DaemonRequestError, LinkStatus
+from qwend_lsp.inline import InlineCompleter, InlineRequest
+from qwend_lsp.options import Options, parse_options
+
+log = logging.getLogger(__name__)
+
+STATUS_METHOD: Final = "qwend/status"
+PARENT_POLL_S: Final = 3.0
+LOADING_STATES: Final = frozenset({"starting", "loading", "swapping"})
+_WORD_BEFORE = re.compile(r"[\w$]*$")
+
+
+def converter_factory() -> Converter:
+    """pygls' converter, lenient with VS Code's raw inline triggerKind 0 (= Invoked)."""
+    conv: Converter = pygls.protocol.default_converter()  # type: ignore[no-untyped-call]
+    conv.register_structure_hook(
+        t.InlineCompletionTriggerKind,
+        lambda v, _: (
+            t.InlineCompletionTriggerKind.Invoked if v == 0 else t.InlineCompletionTriggerKind(v)
+        ),
+    )
+    return conv
+
+
+class QwendServer(LanguageServer):
+    """The server's state: options, the daemon link, the completer, recent documents."""
+
+    def __init__(self, socket_path: Path, config_path: str | None) -> None:
+        super().__init__("qwend-lsp", __version__, converter_factory=converter_factory)
+        self.options = Options()
+        self.link = DaemonLink(socket_path, config_path, on_change=self.status_changed)
+        self.completer = InlineCompleter(self.link, self.options)
+        self.recent = RecentDocuments()
+        self.fallback_completion = False
+        self._loading_updates: asyncio.Queue[LinkStatus] | None = None
+
+    # -- set-up -------------------------------------------------------------------
+
+    def configure(self, params: t.InitializeParams) -> None:
+        self.options, problems = parse_options(params.initialization_options)
+        self.completer.configure(self.options)
+        fallback = self.options.completion_fallback
+        if fallback is None:
+            text_document = params.capabilities.text_document
+            fallback = text_document is None or text_document.inline_completion is None
+        self.fallback_completion = fallback
+        if problems:
+            self.window_show_message(
+                t.ShowMessageParams(
+                    type=t.MessageType.Warning,
+                    message="qwend: initializationOptions: " + "; ".join(problems),
+                )
+            )
+        if params.process_id:
+            asyncio.get_running_loop().create_task(watch_parent(params.process_id))
+
+    def supports_progress(self) -> bool:
+        window = self.client_capabilities.window
+        return bool(window and window.work_done_progress)
+
+    def label(self, uri: str) -> str:
+        """A path for prompts: relative to the workspace root when inside it."""
+        parsed = urlparse(uri)
+        if parsed.scheme != "file":
+            return uri
+        path = unquote(parsed.path)
+        root = self.workspace.root_path
+        if root and path.startswith(root.rstrip("/") + "/"):
+            return os.path.relpath(path, root)
+        return path
+
+    # -- daemon state -------------------------------------------------------------
+
+    def status_changed(self, status: LinkStatus) -> None:
+        self.protocol.notify(STATUS_METHOD, status.as_dict())
+        if self._loading_updates is not None:
+            self._loading_updates.put_nowait(status)
+
+    async def report_loading(self) -> None:
+        """One $/progress while the daemon starts or loads its model."""
+        queue: asyncio.Queue[LinkStatus] = asyncio.Queue()
+        self._loading_updates = queue
+        token: str | None = None
+        while True:
+            status = await queue.get()
+            if status.state in LOADING_STATES:
+                text = f"{status.state}: {status.detail}"
+                if token is None:
+                    token = f"qwend-daemon-{id(status)}"
+                    await self.work_done_progress.create_async(token)
+                    begin = t.WorkDoneProgressBegin(title="qwend daemon", message=text)
+                    self.work_done_progress.begin(token, begin)
+                else:
+                    self.work_done_progress.report(token, t.WorkDoneProgressReport(message=text))
+            elif token is not None:
+                self.work_done_progress.end(token, t.WorkDoneProgressEnd(message=status.state))
+                token = None
+
+    # -- inline completion ---------------------------------------------------------
+
+    async def inline_text(self, uri: str, position: t.Position, automatic: bool) -> str | None:
+        doc = self.workspace.get_text_document(uri)
+        request = InlineRequest(
+            uri=uri,
+            text=doc.source,
+            offset=doc.offset_at_position(position),
+            language=doc.language_id or "",
+            path=self.label(uri),
+            snippets=self.snippets(uri),
+        )
+        try:
+            return await self.completer.complete(request, automatic)
+        except (DaemonDown, DaemonRequestError) as exc:
+            raise commands.request_failed(exc) from None
+
+    def snippets(self, uri: str) -> list[dict[str, Any]]:
+        """Other open documents, most recently edited first (higher score)."""
+        found: list[dict[str, Any]] = []
+        for rank, other in enumerate(self.recent.newest_first(exclude=uri)):
+            if len(found) >= self.options.max_snippets:
+                break
+            doc = self.workspace.text_documents.get(other)
+            if doc is None or not doc.source.strip():
+                continue
+            text = snippet_text(doc.source, self.options.snippet_chars)
+            found.append({"path": self.label(other), "text": text, "score": snippet_score(rank)})
+        return found
+
+    def shutdown(self) -> None:
+        """Stop without joining the stdin reader thread, which may block forever on read."""
+        if self._stop_event is not None:
+            self._stop_event.set()
+        if self._thread_pool is not None:
+            self._thread_pool.shutdown(wait=False, cancel_futures=True)
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """Request errors go back in the response; log the rest instead of a popup storm."""
+        if isinstance(error, JsonRpcException) and error.code == commands.REQUEST_FAILED:
+            return
+        log.error("server error (%s): %s", getattr(source, "__name__", source), error)
+
+
+async def watch_parent(pid: int) -> None:
+    """Exit when the editor process that started us is gone."""
+    while True:
+        await asyncio.sleep(PARENT_POLL_S)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            log.info("the editor (pid %d) is gone; exiting", pid)
+            os._exit(0)
+        except PermissionError:
+            pass  # exists, owned by someone else
+
+
+def build(socket_path: Path, config_path: str | None) -> QwendServer:
+    """A server with every feature registered."""
+    server = QwendServer(socket_path, config_path)
+
+    @server.feature(t.INITIALIZE)
+    def initialize(ls: QwendServer, params: t.InitializeParams) -> None:
+        ls.configure(params)
+
+    @server.feature(t.INITIALIZED)
+    def initialized(ls: QwendServer, params: t.InitializedParams) -> None:
+        if ls.supports_progress():
+            asyncio.get_running_loop().create_task(ls.report_loading())
+        ls.link.start(auto_start=ls.options.auto_start)
+
+    @server.feature(t.EXIT)
+    async def exit_(ls: QwendServer, params: Any) -> None:
+        await ls.link.close()  # after shutdown, which cancelled the pending requests
+
+    @server.feature(t.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: QwendServer, params: t.DidOpenTextDocumentParams) -> None:
+        ls.recent.touch(params.text_document.uri)
+
+    @server.feature(t.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: QwendServer, params: t.DidChangeTextDocumentParams) -> None:
+        ls.recent.touch(params.text_document.uri)
+
+    @server.feature(t.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: QwendServer, params: t.DidCloseTextDocumentParams) -> None:
+        ls.recent.forget(params.text_document.uri)
+
+    @server.feature(t.TEXT_DOCUMENT_INLINE_COMPLETION, t.InlineCompletionOptions())
+    async def inline_completion(
+        ls: QwendServer, params: t.InlineCompletionParams
+    ) -> t.InlineCompletionList:
+        automatic = params.context.trigger_kind == t.InlineCompletionTriggerKind.Automatic
+        text = await ls.inline_text(params.text_document.uri, params.position, automatic)
+        if not text:
+            return t.InlineCompletionList(items=[])
+        at = t.Range(start=params.position, end=params.position)
+        return t.InlineCompletionList(items=[t.InlineCompletionItem(insert_text=text, range=at)])
+
+    @server.feature(t.TEXT_DOCUMENT_COMPLETION, t.CompletionOptions())
+    async def completion(ls: QwendServer, params: t.CompletionParams) -> t.CompletionList | None:
+        if not ls.fallback_completion:
+            return None
+        text = await ls.inline_text(params.text_document.uri, params.position, automatic=False)
+        if not text:
+            return t.CompletionList(is_incomplete=True, items=[])
+        return fallback_list(ls, params, text)
+
+    @server.feature(
+        t.TEXT_DOCUMENT_CODE_ACTION, t.CodeActionOptions(code_action_kinds=CODE_ACTION_KINDS)
+    )
+    def code_action(ls: QwendServer, params: t.CodeActionParams) -> list[t.CodeAction]:
+        return code_actions(
+            params.text_document.uri, params.range, list(params.context.diagnostics)
+        )
+
+    for spec in CODE_ACTIONS:
+        register_task_command(server, spec.command, spec.task)
+
+    @server.command("qwend.commitMessage")
+    async def commit_message(ls: QwendServer, *args: Any) -> dict[str, Any]:
+        return await commands.run_commit_message(ls, args)
+
+    @server.command("qwend.ask")
+    async def ask(ls: QwendServer, *args: Any) -> dict[str, Any]:
+        return await commands.run_ask(ls, args)
+
+    @server.feature(STATUS_METHOD)
+    async def status(ls: QwendServer, params: Any) -> dict[str, Any]:
+        return (await ls.link.check()).as_dict()
+
+    return server
+
+
+def register_task_command(server: QwendServer, name: str, task: str) -> None:
+    @server.command(name)
+    async def run(ls: QwendServer, *args: Any) -> dict[str, Any]:
+        return await commands.run_code_task(ls, task, args)
+
+
+def fallback_list(ls: QwendServer, params: t.CompletionParams, text: str) -> t.CompletionList:
+    """One completion item that inserts the suggestion; filtered on the word before the cursor."""
+    doc = ls.workspace.get_text_document(params.text_document.uri)
+    line = doc.lines[params.position.line] if params.position.line < len(doc.lines) else ""
+    word = _WORD_BEFORE.search(line[: params.position.character])
+    typed = word.group(0) if word else ""
+    start = t.Position(line=params.position.line, character=params.position.character - len(typed))
+    first = text.split("\n", 1)[0].strip() or text.strip().split("\n", 1)[0]
+    item = t.CompletionItem(
+        label=(typed + first)[:80] or "qwend",
+        kind=t.CompletionItemKind.Text,
+        detail="qwend",
+        filter_text=typed + text,
+        sort_text="0",
+        text_edit=t.TextEdit(
+            range=t.Range(start=start, end=params.position), new_text=typed + text
+        ),
+    )
+    return t.CompletionList(is_incomplete=True, items=[item])
+
+
+def main(socket_path: Path, config_path: str | None) -> int:
+    """Run the server on stdio until the editor closes it."""
+    logging.basicConfig(
+        level=os.environ.get("QWEND_LSP_LOG", "WARNING").upper(),
+        stream=sys.stderr,
+        format="qwend-lsp %(levelname)s %(name)s: %(message)s",
+    )
+    server = build(socket_path, config_path)
+    server.start_io()
+    # Exit now: the interpreter would otherwise join pygls' stdin reader thread, which
+    # stays blocked on read while the editor keeps our stdin open after `exit`.
+    code = 0 if getattr(server.protocol, "_shutdown", False) else 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(ValueError, OSError):  # the writer may have closed stdout
+            stream.flush()
+    os._exit(code)
