@@ -446,12 +446,6 @@ class Engine:
     def _run_call(self, call: _Call) -> None:
         if call.future.done():  # the caller gave up while it waited
             return
-        if self.state is ModelState.SWAPPING:  # the hand-over: the model is loaded
-            try:
-                call.settle(result=call.fn(self.backend))
-            except QwendError as exc:
-                call.settle(error=exc)
-            return
         if self.state is ModelState.UNLOADED:
             self._load()
         try:
