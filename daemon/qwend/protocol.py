@@ -40,7 +40,7 @@ class StreamOptions(_Body):
     include_usage: bool = False
 
 
-class _Sampled(_Body):
+class SampledRequest(_Body):
     model: str | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: Temperature | None = None
@@ -71,7 +71,7 @@ class _Sampled(_Body):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
 
-class CompletionRequest(_Sampled):
+class CompletionRequest(SampledRequest):
     prompt: str
     suffix: str | None = None
     echo: Literal[False] = False
@@ -84,7 +84,7 @@ class ChatMessage(_Body):
     name: str | None = None
 
 
-class ChatRequest(_Sampled):
+class ChatRequest(SampledRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
 

@@ -38,9 +38,9 @@ from qwend.protocol import (
     CompleteInput,
     CompletionRequest,
     EmbeddingsRequest,
+    SampledRequest,
     TaskInput,
     TokenizeRequest,
-    _Sampled,
     encode_embedding,
     parse_body,
 )
@@ -314,7 +314,7 @@ class InferenceService:
             )
 
     def _generation(
-        self, req: _Sampled, prompt: str, max_tokens: int | None, extra_stops: list[str]
+        self, req: SampledRequest, prompt: str, max_tokens: int | None, extra_stops: list[str]
     ) -> GenerationRequest:
         gen = self.config.settings.generation
         limit = gen.max_tokens_limit

@@ -11,11 +11,11 @@ the token counters it is given.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from qwend.config import TaskSettings
 from qwend.engine.backend import Sampling
-from qwend.engine.budget import BudgetReport, Limits, Part, fit
+from qwend.engine.budget import BudgetReport, Limits, Part, Renderer, fit
 from qwend.engine.engine import GenerationRequest
 from qwend.engine.prompts import (
     ChatTurn,
@@ -111,10 +111,7 @@ def prepare(
     return PreparedTask(name, task.lane, request, fitted.report, suffix, template)
 
 
-Render = Any  # Callable[[dict[str, str]], str]; kept loose for the per-task closures
-
-
-def _complete(body: CompleteInput, family: Family, template: str) -> tuple[list[Part], Render]:
+def _complete(body: CompleteInput, family: Family, template: str) -> tuple[list[Part], Renderer]:
     ranked = sorted(enumerate(body.snippets), key=lambda item: (-item[1].score, item[0]))
     snippet_parts = [
         Part(f"snippet:{index}:{snippet.path}", snippet.text, group="snippets")
@@ -146,7 +143,7 @@ def _complete(body: CompleteInput, family: Family, template: str) -> tuple[list[
     return parts, render
 
 
-def _code(body: CodeInput, task: TaskSettings, family: Family) -> tuple[list[Part], Render]:
+def _code(body: CodeInput, task: TaskSettings, family: Family) -> tuple[list[Part], Renderer]:
     instruction = task.instruction
     if body.instruction:
         instruction = f"{instruction}\n\n{body.instruction}" if instruction else body.instruction
@@ -173,7 +170,7 @@ def _code(body: CodeInput, task: TaskSettings, family: Family) -> tuple[list[Par
 
 def _commit(
     body: CommitMessageInput, task: TaskSettings, family: Family
-) -> tuple[list[Part], Render]:
+) -> tuple[list[Part], Renderer]:
     instruction = task.instruction
     if body.instruction:
         instruction = f"{instruction}\n\n{body.instruction}" if instruction else body.instruction
@@ -191,7 +188,7 @@ def _commit(
     return parts, render
 
 
-def _chat(body: ChatInput, task: TaskSettings, family: Family) -> tuple[list[Part], Render]:
+def _chat(body: ChatInput, task: TaskSettings, family: Family) -> tuple[list[Part], Renderer]:
     messages = list(body.messages)
     system = task.system
     if messages[0].role == "system":
