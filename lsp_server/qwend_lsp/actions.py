@@ -115,6 +115,10 @@ def effective_range(lines: list[str], selection: t.Range) -> t.Range:
 # -- answers to edits ------------------------------------------------------------------
 
 
+class EmptyAnswer(ValueError):
+    """The model's answer holds nothing to put into the file: no edit is made."""
+
+
 def first_code_block(answer: str) -> str:
     """The first fenced block (an unclosed fence runs to the end), else the whole answer."""
     match = _FENCE.search(answer)
@@ -127,8 +131,10 @@ def reindent(code: str, indent: str) -> str:
 
 
 def replace_edit(uri: str, lines: list[str], selection: t.Range, answer: str) -> t.WorkspaceEdit:
-    """Replace the selection with the answer's first code block."""
+    """Replace the selection with the answer's first code block. Raises EmptyAnswer."""
     code = first_code_block(answer)
+    if not code.strip():
+        raise EmptyAnswer("the answer held no code")
     if selection.start.character == 0:
         first = lines[selection.start.line] if selection.start.line < len(lines) else ""
         code = reindent(code, first[: len(first) - len(first.lstrip(" \t"))])
@@ -142,8 +148,12 @@ def replace_edit(uri: str, lines: list[str], selection: t.Range, answer: str) ->
 def docstring_edit(
     uri: str, language: str, lines: list[str], selection: t.Range, answer: str
 ) -> t.WorkspaceEdit:
-    """Insert a docstring for the def/class at the selection (see the module docstring)."""
+    """Insert a docstring for the def/class at the selection (see the module docstring).
+
+    Raises EmptyAnswer rather than insert placeholder text."""
     text = docstring_text(answer)
+    if not text:
+        raise EmptyAnswer("the answer held no docstring")
     if language != "python":
         line = lines[selection.start.line] if selection.start.line < len(lines) else ""
         indent = line[: len(line) - len(line.lstrip(" \t"))]
@@ -170,10 +180,10 @@ def docstring_text(answer: str) -> str:
     """The docstring the answer proposes: a triple-quoted string, else prose."""
     match = _TRIPLE.search(answer)
     if match:
-        return textwrap.dedent(match.group(2)).strip() or "TODO: describe."
+        return textwrap.dedent(match.group(2)).strip()
     prose = _FENCE.sub("", answer).strip()
     paragraph = prose.split("\n\n", 1)[0].strip()
-    return paragraph.replace('"""', "'''") or "TODO: describe."
+    return paragraph.replace('"""', "'''")
 
 
 def find_header(lines: list[str], selection: t.Range) -> int:

@@ -139,12 +139,17 @@ async def run_code_task(ls: QwendServer, task: str, args: tuple[Any, ...]) -> di
     text = str(answer.get("text", ""))
     if task in actions.PROSE_TASKS:
         return show_prose(ls, f"qwend: {task}", text)
-    if task == "docstring":
-        edit = actions.docstring_edit(uri, doc.language_id or "", lines, selection, text)
-    elif task == "tests":
-        edit = actions.append_edit(uri, lines, text)
-    else:
-        edit = actions.replace_edit(uri, lines, selection, text)
+    try:
+        if task == "docstring":
+            edit = actions.docstring_edit(uri, doc.language_id or "", lines, selection, text)
+        elif task == "tests":
+            edit = actions.append_edit(uri, lines, text)
+        else:
+            edit = actions.replace_edit(uri, lines, selection, text)
+    except actions.EmptyAnswer as exc:
+        raise JsonRpcException(
+            message=f"qwend {task}: {exc}; the file was not changed", code=REQUEST_FAILED
+        ) from None
     result = await ls.workspace_apply_edit_async(
         t.ApplyWorkspaceEditParams(edit=edit, label=f"qwend: {task}")
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from lsprotocol import types as t
 
 from qwend_lsp import actions
@@ -112,3 +113,17 @@ def test_tests_are_appended() -> None:
     edit = _one_edit(actions.append_edit("u", LINES, "```python\ndef test_add():\n    pass\n```"))
     assert edit.range.start == t.Position(line=3, character=0)
     assert edit.new_text == "\ndef test_add():\n    pass\n"
+
+
+def test_an_answer_without_code_or_docstring_makes_no_edit() -> None:
+    lines = ["def add(a, b):\n", "    return a + b\n"]
+    selection = t.Range(start=t.Position(line=0, character=0), end=t.Position(line=2, character=0))
+    with pytest.raises(actions.EmptyAnswer):
+        actions.docstring_edit("file:///x.py", "python", lines, selection, "")
+    with pytest.raises(actions.EmptyAnswer):
+        actions.replace_edit("file:///x.py", lines, selection, "```python\n```")
+    edit = actions.docstring_edit(
+        "file:///x.py", "python", lines, selection, '"""Add two numbers."""'
+    )
+    assert edit.changes is not None
+    assert edit.changes["file:///x.py"][0].new_text == '    """Add two numbers."""\n'
