@@ -150,14 +150,6 @@ def smollm2_config(model_path: Path, **server: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def sandbox() -> Iterator[Path]:
-    # Short, private paths: a Unix socket path must stay under 108 bytes.
-    root = Path(tempfile.mkdtemp(prefix="qwt-", dir="/tmp"))
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
 def make_daemon(sandbox: Path) -> Iterator[Any]:
     started: list[Daemon] = []
 

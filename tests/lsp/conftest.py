@@ -99,13 +99,6 @@ def daemon() -> Iterator[Daemon]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def sandbox() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="qwl-", dir="/tmp"))
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest_asyncio.fixture
 async def start_lsp(tmp_path: Path) -> AsyncIterator[StartLsp]:
     """start_lsp(socket, options=None, editor=None, config=None, env=None) -> client."""
