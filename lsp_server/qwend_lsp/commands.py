@@ -13,7 +13,8 @@ Results:
   applies (see actions.py for where each edit goes); the result is
   ``{"applied": bool, "text": answer}``.
 - prose (explain, commitMessage, ask): the text is the command's result
-  ``{"text": ...}`` and is also shown with ``window/showMessage`` (Info).
+  ``{"text": ...}`` and is also shown with ``window/showMessage`` (Info),
+  unless the ``proseMessages`` option is off.
   Editors without a good message area can read the result instead.
 
 Arguments: code commands take one object ``{"uri", "range", "instruction"?}``
@@ -157,9 +158,11 @@ async def run_code_task(ls: QwendServer, task: str, args: tuple[Any, ...]) -> di
 
 
 def show_prose(ls: QwendServer, title: str, text: str) -> dict[str, Any]:
-    ls.window_show_message(
-        t.ShowMessageParams(type=t.MessageType.Info, message=f"{title}\n\n{text}")
-    )
+    """The prose result; also a showMessage unless the client shows results itself."""
+    if ls.options.prose_messages:
+        ls.window_show_message(
+            t.ShowMessageParams(type=t.MessageType.Info, message=f"{title}\n\n{text}")
+        )
     return {"text": text}
 
 

@@ -17,6 +17,9 @@ message) and that key keeps its default; nothing else is affected.
 | cacheSize | int | 128 | completions kept for the typed-ahead cache |
 | maxSnippets | int | 4 | other open documents sent as context |
 | snippetChars | int | 2000 | characters taken from each of them |
+| proseMessages | bool | true | also show prose answers (explain, ask, commit message) with |
+|   |   |   | ``window/showMessage``; clients that display the result themselves |
+|   |   |   | (the VS Code extension) turn it off |
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ _KEYS = {
     "cacheSize": "cache_size",
     "maxSnippets": "max_snippets",
     "snippetChars": "snippet_chars",
+    "proseMessages": "prose_messages",
 }
 
 
@@ -49,11 +53,12 @@ class Options:
     cache_size: int = 128
     max_snippets: int = 4
     snippet_chars: int = 2000
+    prose_messages: bool = True
 
 
 def _valid(name: str, value: Any) -> bool:
     """Is ``value`` acceptable for the field ``name``?"""
-    if name in ("auto_start",):
+    if name in ("auto_start", "prose_messages"):
         return isinstance(value, bool)
     if name == "completion_fallback":
         return value is None or isinstance(value, bool)

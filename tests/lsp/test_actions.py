@@ -104,6 +104,22 @@ async def test_explain_returns_prose(daemon: Daemon, start_lsp: StartLsp) -> Non
     assert not isinstance(client, Client) or client.applied_edits == []
 
 
+async def test_explain_without_prose_messages_only_returns_the_text(
+    daemon: Daemon, start_lsp: StartLsp
+) -> None:
+    """A client that shows results itself (the VS Code extension) gets no showMessage."""
+    client = await start_lsp(daemon.socket, {"taskMaxTokens": 24, "proseMessages": False})
+    uri = "file:///ws/explain_quiet.py"
+    open_doc(client, uri, SOURCE)
+    result = await client.workspace_execute_command_async(
+        t.ExecuteCommandParams(
+            command="qwend.explain", arguments=[{"uri": uri, "range": RANGE_JSON}]
+        )
+    )
+    assert isinstance(result["text"], str) and result["text"].strip()
+    assert not any(result["text"] in m.message for m in client.messages)
+
+
 async def test_cancel_from_the_progress_stops_the_command(
     daemon: Daemon, start_lsp: StartLsp
 ) -> None:

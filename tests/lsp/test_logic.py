@@ -73,6 +73,14 @@ def test_options_defaults_and_bad_values() -> None:
     assert len(problems) == 2 and any("nope" in p for p in problems)
 
 
+def test_prose_messages_option() -> None:
+    assert Options().prose_messages is True
+    options, problems = parse_options({"proseMessages": False})
+    assert options.prose_messages is False and problems == []
+    options, problems = parse_options({"proseMessages": "no"})
+    assert options.prose_messages is True and len(problems) == 1
+
+
 def test_backoff_grows_with_jitter_and_caps() -> None:
     backoff = Backoff(rng=random.Random(1))
     delays = [backoff.next() for _ in range(20)]
