@@ -11,10 +11,8 @@ stand-in for the CUDA extension that checks what the C++ side checks.
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ import pytest
 import torch
 from benchmarks import synthetic_exl2 as syn
 from safetensors import safe_open
+from tests.fixtures.exllamav2_cpu import import_exllamav2, is_stand_in
 from tests.unit.conftest import QWEN_TOKENIZER_CACHE
 
 # -- an independent reference unpacker -----------------------------------------------
@@ -178,32 +177,23 @@ def _stloader_read(filename: str, offset: int, size: int, tensor: torch.Tensor) 
 
 
 @pytest.fixture
-def exllamav2_cpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, _QMatrixChecks]]:
-    """``import exllamav2`` on the CPU: a stand-in ``exllamav2_ext`` module (ext.py
-    imports it before it would build the CUDA extension) that reads safetensors
-    bytes and checks q-matrix tensors; torch.cuda.synchronize becomes a no-op."""
+def exllamav2_cpu(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, _QMatrixChecks]:
+    """exllamav2 on the CPU (tests/fixtures/exllamav2_cpu.py), with three of its
+    extension's functions made real for this test: reading safetensors bytes,
+    the group map (exllamav2's own Python version) and the q-matrix checks.
+    torch.cuda.synchronize, which STFile calls after each read, becomes a no-op."""
+    exllamav2 = import_exllamav2()
+    if not is_stand_in():
+        pytest.skip("exllamav2 has its real CUDA extension here; tests/gpu covers that")
+    from exllamav2.ext import make_group_map_py
+
     checks = _QMatrixChecks()
-    ext = types.ModuleType("exllamav2_ext")
-
-    def make_group_map(q_groups: torch.Tensor, num_qrows: int) -> torch.Tensor:
-        from exllamav2.ext import make_group_map_py
-
-        return make_group_map_py(q_groups, num_qrows)
-
-    ext.stloader_read = _stloader_read  # type: ignore[attr-defined]
-    ext.make_group_map = make_group_map  # type: ignore[attr-defined]
-    ext.make_q_matrix = checks.make_q_matrix  # type: ignore[attr-defined]
-    saved = {name: mod for name, mod in sys.modules.items() if name.startswith("exllamav2")}
-    for name in saved:
-        del sys.modules[name]
-    monkeypatch.setitem(sys.modules, "exllamav2_ext", ext)
+    ext = sys.modules["exllamav2_ext"]
+    monkeypatch.setattr(ext, "stloader_read", _stloader_read, raising=False)
+    monkeypatch.setattr(ext, "make_group_map", make_group_map_py, raising=False)
+    monkeypatch.setattr(ext, "make_q_matrix", checks.make_q_matrix, raising=False)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
-    try:
-        yield importlib.import_module("exllamav2"), checks
-    finally:
-        for name in [n for n in sys.modules if n.startswith("exllamav2")]:
-            del sys.modules[name]
-        sys.modules.update(saved)
+    return exllamav2, checks
 
 
 @pytest.fixture(scope="module")
