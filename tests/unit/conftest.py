@@ -70,7 +70,10 @@ class FakeBackend(Backend):
         load_gate: threading.Event | None = None,
         step_gate: threading.Event | None = None,
         step_delay_s: float = 0.0,
+        max_concurrent: int = 1,
     ) -> None:
+        self._max_concurrent = max_concurrent
+        self.steps_log: list[tuple[int, int]] = []  # (generate run, token) in step order
         self.script = ids(script) if isinstance(script, str) else list(script)
         self._context_length = context_length
         self._stop_ids = stop_ids
@@ -115,6 +118,10 @@ class FakeBackend(Backend):
         return self._context_length
 
     @property
+    def max_concurrent(self) -> int:
+        return self._max_concurrent
+
+    @property
     def stop_token_ids(self) -> frozenset[int]:
         return self._stop_ids
 
@@ -127,6 +134,7 @@ class FakeBackend(Backend):
     def generate(
         self, prompt_ids: list[int], sampling: Sampling, max_new_tokens: int
     ) -> Generator[int, None, None]:
+        run = len(self.generate_calls)
         self.generate_calls.append(list(prompt_ids))
         self.samplings.append(sampling)
         failure = self._failures.pop(0) if self._failures else None
@@ -140,6 +148,7 @@ class FakeBackend(Backend):
                 if self.step_delay_s:
                     time.sleep(self.step_delay_s)
                 self.yielded += 1
+                self.steps_log.append((run, token))
                 yield token
             if failure is not None:
                 raise failure[1]

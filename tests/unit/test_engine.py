@@ -346,7 +346,7 @@ async def test_queue_full(make_backend: MakeBackend, make_engine: MakeEngine) ->
     with pytest.raises(QueueFull, match="background lane"):
         await engine.submit(request("c", max_tokens=2), lane="background")
     snap = engine.snapshot()
-    assert snap["queue"] == {"interactive": 1, "background": 1, "capacity_per_lane": 1, "active": 1}
+    assert snap["queue"] == {"interactive": 1, "background": 1, "capacity_per_lane": 1, "active": 1, "slots": 1}
     gate.set()
     assert await text_of(running) == "ab"
     assert await text_of(waiting) == "ab"
@@ -519,7 +519,7 @@ async def test_snapshot(make_backend: MakeBackend, make_engine: MakeEngine) -> N
         "load_seconds": None,
         "context_length": 128,
     }
-    assert snap["queue"] == {"interactive": 0, "background": 0, "capacity_per_lane": 7, "active": 0}
+    assert snap["queue"] == {"interactive": 0, "background": 0, "capacity_per_lane": 7, "active": 0, "slots": 1}
     assert snap["performance"]["completed_jobs"] == 0
     assert await text_of(await engine.submit(request(max_tokens=2))) == "ab"
     snap = engine.snapshot()
@@ -596,6 +596,7 @@ async def test_interactive_jobs_run_before_background_ones(
         "background": 2,
         "capacity_per_lane": 4,
         "active": 1,
+        "slots": 1,
     }
     gate.set()
     for job in (running, *jobs):
@@ -741,3 +742,96 @@ async def test_close_refuses_queued_calls(
     assert ran == []
     with pytest.raises(ShuttingDown):
         await engine.call(lambda b: None)
+
+
+# -- several jobs side by side (a batching backend) ------------------------------------
+
+
+async def test_jobs_run_side_by_side_one_token_per_round(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    gate = threading.Event()
+    backend = make_backend(
+        "abc", max_concurrent=2, load_gate=threading.Event(), step_gate=gate, context_length=256
+    )
+    engine = make_engine(backend)  # both jobs queue while the model loads
+    first = await engine.submit(request("1", max_tokens=3))
+    second = await engine.submit(request("2", max_tokens=3))
+    assert backend.load_gate is not None
+    backend.load_gate.set()
+    await wait_until(lambda: engine.snapshot()["queue"]["active"] == 2, "both jobs to start")
+    gate.set()
+    assert [await text_of(first), await text_of(second)] == ["abc", "abc"]
+    runs = [run for run, _ in backend.steps_log]
+    assert runs == [0, 1, 0, 1, 0, 1]  # interleaved, not one job after the other
+
+
+async def test_a_third_job_waits_for_a_free_slot(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    gate = threading.Event()
+    backend = make_backend(
+        "ab", max_concurrent=2, load_gate=threading.Event(), step_gate=gate, context_length=256
+    )
+    engine = make_engine(backend)
+    jobs = [await engine.submit(request(str(n), max_tokens=2)) for n in range(3)]
+    assert backend.load_gate is not None
+    backend.load_gate.set()
+    await wait_until(lambda: engine.snapshot()["queue"]["active"] == 2, "two jobs to start")
+    assert engine.queue_depth == 1
+    gate.set()
+    assert [await text_of(job) for job in jobs] == ["ab", "ab", "ab"]
+    assert ["".join(map(chr, ids)) for ids in backend.generate_calls] == ["0", "1", "2"]
+
+
+async def test_cancelling_one_of_two_running_jobs_frees_its_slot_only(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    backend = make_backend("x" * 2000, max_concurrent=2, step_delay_s=0.001, context_length=4096)
+    engine = await ready(make_engine(backend))
+    doomed = await engine.submit(request("d", max_tokens=2000))
+    kept = await engine.submit(request("k", max_tokens=50))
+    async for _ in doomed.stream():
+        doomed.cancel()
+    assert doomed.finish_reason == "cancelled"
+    assert await text_of(kept) == "x" * 50
+    doomed_steps = sum(1 for run, _ in backend.steps_log if run == 0)
+    assert doomed_steps < 100  # it stopped while the other job went on
+    await wait_until(lambda: backend.closed == 2, "both generators to close")
+
+
+async def test_a_failing_job_leaves_the_others_running(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    backend = make_backend("abcd", max_concurrent=2, load_gate=threading.Event(), context_length=256)
+    backend.fail_next(OutOfMemory("the GPU ran out of memory"), after=1)
+    engine = make_engine(backend)
+    failing = await engine.submit(request("f", max_tokens=4))
+    fine = await engine.submit(request("o", max_tokens=4))
+    assert backend.load_gate is not None
+    backend.load_gate.set()
+    with pytest.raises(OutOfMemory):
+        await text_of(failing)
+    assert await text_of(fine) == "abcd"
+    assert jobs_total(engine, "out_of_memory") == 1.0
+
+
+async def test_a_swap_waits_for_running_jobs_and_holds_new_ones(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    gate = threading.Event()
+    old = make_backend("old", max_concurrent=2, step_gate=gate, context_length=256)
+    new = make_backend("new", context_length=256)
+    engine = await ready(make_engine(old))
+    running = await engine.submit(request("r", max_tokens=3))
+    await wait_event(old.started)
+    swap = asyncio.create_task(engine.swap(new, "new-model", unload_first=False))
+    await wait_until(lambda: engine.queue_depth == 1, "the hand-over to queue")
+    later = await engine.submit(request("l", max_tokens=3), lane="background")
+    gate.set()  # the hand-over is taken while a job runs: it is held, and holds `later`
+    assert await text_of(running) == "old"
+    await asyncio.wait_for(swap, WAIT_S)
+    assert await text_of(later) == "new"
+    assert len(old.generate_calls) == 1
+    assert old.unload_calls == 1
+    assert engine.model_name == "new-model"

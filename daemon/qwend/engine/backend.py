@@ -30,6 +30,10 @@ class Backend(ABC):
 
     name: str
 
+    def check(self) -> None:  # noqa: B027 (optional hook: the CPU backend needs no check)
+        """Cheap start-up checks (the device, the library) before the daemon binds
+        its socket. Raises BackendUnavailable saying what to do."""
+
     @abstractmethod
     def load(self) -> None:
         """Load weights and tokenizer. Raises ModelMissing or BackendUnavailable."""
@@ -51,6 +55,15 @@ class Backend(ABC):
     @abstractmethod
     def tokenize(self, text: str) -> list[int]:
         """Exact token ids for ``text``; special-token markup maps to its ids."""
+
+    @property
+    def max_concurrent(self) -> int:
+        """How many jobs may run side by side.
+
+        Above one, the engine advances every running job by one ``generate``
+        step per round, and the backend batches those steps on the device.
+        """
+        return 1
 
     @property
     def has_tokenizer(self) -> bool:
@@ -83,6 +96,8 @@ class Backend(ABC):
 
         The engine stops early by closing the iterator, so an implementation
         must hold no state outside it that a close would leave inconsistent.
+        With ``max_concurrent`` above one, several of these iterators are open
+        at once and are advanced in turn from the engine's one thread.
         Raises OutOfMemory when the device runs out of memory.
         """
 

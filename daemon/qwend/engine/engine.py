@@ -1,13 +1,14 @@
-"""Engine: one generation thread, a bounded queue, and the model's state.
+"""Engine: one generation thread, bounded queues, and the model's state.
 
 The asyncio side (HTTP handlers) never touches the model. It calls
 ``submit``, which checks the request against the context window and puts a
 Job on a bounded queue (full: QueueFull at once), then awaits the Job's
 events. The single generation thread owns the backend: it loads the model
-(at start, or on the first job when ``preload`` is off), runs one job at a
-time, and checks the job's cancel flag after every token, so a client that
-goes away frees the model within one step. A job cancelled while queued is
-never run.
+(at start, or on the first job when ``preload`` is off) and runs as many
+jobs side by side as the backend batches (``Backend.max_concurrent``; one
+for the CPU backend), advancing each by one token per round. It checks every
+job's cancel flag before each of its steps, so a client that goes away frees
+its slot within one step. A job cancelled while queued is never run.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
@@ -74,12 +75,13 @@ class Lanes:
             self._queues["interactive"].appendleft(_STOP_THREAD)
             self._ready.notify()
 
-    def get(self) -> object:
+    def get(self, *, block: bool = True) -> object | None:
+        """The next item, interactive first; without ``block``, None when both are empty."""
         with self._ready:
-            while not any(self._queues.values()):
+            while block and not any(self._queues.values()):
                 self._ready.wait()
-            lane = next(q for q in self._queues.values() if q)
-            return lane.popleft()
+            lane = next((q for q in self._queues.values() if q), None)
+            return None if lane is None else lane.popleft()
 
     def drain(self) -> list[object]:
         with self._ready:
@@ -96,11 +98,15 @@ class Lanes:
 
 @dataclass
 class _Call:
-    """Run ``fn(backend)`` on the generation thread; the result lands in ``future``."""
+    """Run ``fn(backend)`` on the generation thread; the result lands in ``future``.
+
+    An ``exclusive`` call (the model hand-over) waits until no job is running.
+    """
 
     fn: Callable[[Backend], Any]
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
+    exclusive: bool = False
 
     def settle(self, result: Any = None, error: BaseException | None = None) -> None:
         def apply() -> None:
@@ -212,6 +218,73 @@ class Job:
             self.cancel()
 
 
+class _Stream:
+    """A running job on the generation thread: its token steps, detokenizer and stops."""
+
+    def __init__(self, job: Job, backend: Backend, prompt_ids: list[int]) -> None:
+        self.job = job
+        self.prompt_tokens = len(prompt_ids)
+        self.started = time.monotonic()
+        self.first_token_at: float | None = None
+        self.produced = 0
+        self.reason = "length"
+        self._decoder = IncrementalDecoder(backend.decode)
+        self._matcher = StopMatcher(job.request.stops)
+        self._stop_ids = backend.stop_token_ids
+        self._steps: Generator[int, None, None] = backend.generate(
+            prompt_ids, job.request.sampling, job.request.max_tokens
+        )
+
+    def step(self) -> bool:
+        """Take one token and post its text; True once the job is over.
+
+        Raises OutOfMemory (host memory too) and whatever the backend raises.
+        """
+        if self.job.cancelled:
+            self.reason = "cancelled"
+            return True
+        try:
+            token = next(self._steps)
+        except StopIteration:
+            return True
+        except MemoryError as exc:
+            raise OutOfMemory("the host ran out of memory for this request") from exc
+        self.produced += 1
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        if self.job.cancelled:  # cancelled during the step: its token is not sent
+            self.reason = "cancelled"
+            return True
+        if token in self._stop_ids:
+            self.reason = "stop"
+            return True
+        text = self._matcher.push(self._decoder.push(token))
+        if text:
+            self.job._post(text)
+        if self._matcher.stopped:
+            self.reason = "stop"
+            return True
+        return False
+
+    def close(self) -> None:
+        """End the backend's steps (a backend frees the job's cache here)."""
+        try:
+            self._steps.close()
+        except Exception:  # the job is over either way; keep the thread alive
+            log.exception("closing the steps of job %d failed", self.job.id)
+
+    def finish(self) -> Finish:
+        self.close()
+        if self.reason != "cancelled":
+            tail = self._matcher.push(self._decoder.flush()) + self._matcher.flush()
+            if tail:
+                self.job._post(tail)
+        ttft = None if self.first_token_at is None else self.first_token_at - self.started
+        return Finish(
+            self.reason, self.prompt_tokens, self.produced, ttft, time.monotonic() - self.started
+        )
+
+
 class Engine:
     """Owns the backend and its thread. Thread-safe methods say so."""
 
@@ -232,7 +305,8 @@ class Engine:
         self.load_seconds: float | None = None
         self.swap_target: str | None = None
         self._lanes = Lanes(queue_size)
-        self._active: Job | None = None
+        self._streams: list[_Stream] = []  # running jobs; only the thread changes it
+        self._held: _Call | None = None  # an exclusive call waiting for the jobs to end
         self._accepting = True
         self._tokenize_lock = threading.Lock()  # HF fast tokenizers are not re-entrant
         self._thread = threading.Thread(target=self._run, name="qwend-generation", daemon=True)
@@ -250,14 +324,14 @@ class Engine:
         self._accepting = False
         if not self._thread.is_alive():
             return
+        for stream in tuple(self._streams):
+            stream.job.cancel()
         for item in self._lanes.drain():
             if isinstance(item, Job):
                 item.cancel()
                 self._finish_cancelled(item)
             elif isinstance(item, _Call):
                 item.settle(error=ShuttingDown("the daemon is shutting down"))
-        if self._active is not None:
-            self._active.cancel()
         self._lanes.put_stop()
         self._thread.join(timeout)
 
@@ -273,7 +347,7 @@ class Engine:
 
     @property
     def busy(self) -> bool:
-        return self._active is not None
+        return bool(self._streams)
 
     def require_available(self) -> None:
         """Raise ModelNotLoaded or ShuttingDown if no job could be accepted now."""
@@ -371,6 +445,7 @@ class Engine:
                 partial(self._install, backend, model_name, unload_first),
                 loop.create_future(),
                 loop,
+                exclusive=True,
             )
             self._lanes.put_last(handover)
             await handover.future
@@ -401,24 +476,44 @@ class Engine:
     def _run(self) -> None:
         if self._preload:
             self._load()
+        while self._admit():
+            self._step_streams()
+        for stream in tuple(self._streams):  # close() cancelled them; report that
+            stream.job.cancel()
+            self._end(stream)
+        self.backend.unload()
+        self._set_state(ModelState.UNLOADED)
+
+    def _admit(self) -> bool:
+        """Start queued work while the backend has room; False once told to stop.
+
+        Waits for work only when nothing is running. A held exclusive call
+        keeps everything else queued until the running jobs end.
+        """
         while True:
-            item = self._lanes.get()
+            if self._held is not None:
+                if self._streams:
+                    return True
+                held, self._held = self._held, None
+                self._run_call(held)
+            if len(self._streams) >= self.backend.max_concurrent:
+                return True
+            item = self._lanes.get(block=not self._streams)
+            if item is None:
+                return True
             self.metrics.queue_depth.set(self._lanes.depth())
             if item is _STOP_THREAD:
-                break
+                return False
             if isinstance(item, _Call):
-                self._run_call(item)
+                if item.exclusive and self._streams:
+                    self._held = item
+                else:
+                    self._run_call(item)
                 continue
             assert isinstance(item, Job)
             if not self._accepting:  # dequeued while close() was draining the queue
                 item.cancel()
-            self._active = item
-            try:
-                self._run_job(item)
-            finally:
-                self._active = None
-        self.backend.unload()
-        self._set_state(ModelState.UNLOADED)
+            self._start(item)
 
     def _load(self) -> None:
         self._set_state(ModelState.LOADING)
@@ -457,7 +552,7 @@ class Engine:
             log.exception("call on the generation thread failed")
             call.settle(error=GenerationFailed("the model call failed", hint="see the daemon log"))
 
-    def _run_job(self, job: Job) -> None:
+    def _start(self, job: Job) -> None:
         if job.cancelled:
             self._finish_cancelled(job)
             return
@@ -468,58 +563,42 @@ class Engine:
             if job.prompt_ids is None:
                 job.prompt_ids = self._tokenize(job.request.prompt)
                 self._check_context(len(job.prompt_ids), job.request.max_tokens)
-            finish = self._generate(job, job.prompt_ids)
+            self._streams.append(_Stream(job, self.backend, job.prompt_ids))
         except QwendError as exc:
-            self.metrics.jobs.labels(outcome=exc.code).inc()
-            job._post(exc)
-            return
+            self._fail(job, exc)
         except Exception:  # a backend bug must fail this job, not the thread
-            log.exception("generation failed for job %d", job.id)
-            self.metrics.jobs.labels(outcome="generation_failed").inc()
-            job._post(GenerationFailed("generation failed", hint="see the daemon log"))
-            return
-        self._record(job, finish)
-        job._post(finish)
+            log.exception("starting job %d failed", job.id)
+            self._fail(job, GenerationFailed("generation failed", hint="see the daemon log"))
 
-    def _generate(self, job: Job, prompt_ids: list[int]) -> Finish:
-        request = job.request
-        started = time.monotonic()
-        decoder = IncrementalDecoder(self.backend.decode)
-        matcher = StopMatcher(request.stops)
-        stop_ids = self.backend.stop_token_ids
-        first_token_at: float | None = None
-        produced = 0
-        reason = "length"
-        steps = self.backend.generate(prompt_ids, request.sampling, request.max_tokens)
-        try:
-            for token in steps:
-                produced += 1
-                if first_token_at is None:
-                    first_token_at = time.monotonic()
-                if job.cancelled:
-                    reason = "cancelled"
-                    break
-                if token in stop_ids:
-                    reason = "stop"
-                    break
-                text = matcher.push(decoder.push(token))
-                if text:
-                    job._post(text)
-                if matcher.stopped:
-                    reason = "stop"
-                    break
-        except OutOfMemory:
-            raise
-        except MemoryError as exc:
-            raise OutOfMemory("the host ran out of memory for this request") from exc
-        finally:
-            steps.close()
-        if reason != "cancelled":
-            tail = matcher.push(decoder.flush()) + matcher.flush()
-            if tail:
-                job._post(tail)
-        ttft = None if first_token_at is None else first_token_at - started
-        return Finish(reason, len(prompt_ids), produced, ttft, time.monotonic() - started)
+    def _step_streams(self) -> None:
+        """One token for every running job, in the order they started."""
+        for stream in tuple(self._streams):
+            try:
+                done = stream.step()
+            except QwendError as exc:
+                self._streams.remove(stream)
+                stream.close()
+                self._fail(stream.job, exc)
+                continue
+            except Exception:  # a backend bug must fail this job, not the thread
+                log.exception("generation failed for job %d", stream.job.id)
+                self._streams.remove(stream)
+                stream.close()
+                failed = GenerationFailed("generation failed", hint="see the daemon log")
+                self._fail(stream.job, failed)
+                continue
+            if done:
+                self._end(stream)
+
+    def _end(self, stream: _Stream) -> None:
+        self._streams.remove(stream)
+        finish = stream.finish()
+        self._record(stream.job, finish)
+        stream.job._post(finish)
+
+    def _fail(self, job: Job, error: QwendError) -> None:
+        self.metrics.jobs.labels(outcome=error.code).inc()
+        job._post(error)
 
     def _record(self, job: Job, finish: Finish) -> None:
         self.metrics.jobs.labels(outcome=finish.reason).inc()
@@ -587,7 +666,8 @@ class Engine:
             "queue": {
                 **{lane: self._lanes.depth(lane) for lane in LANES},
                 "capacity_per_lane": self._lanes.capacity,
-                "active": 1 if self.busy else 0,
+                "active": len(self._streams),
+                "slots": self.backend.max_concurrent,
             },
             "performance": self.stats.summary(),
         }
