@@ -40,6 +40,17 @@ class ServerSettings(_Strict):
     shutdown_timeout_s: float = Field(ge=0, le=600)
 
 
+EXL2_PAGE_TOKENS = 256  # exllamav2's dynamic generator allocates its cache in pages of this size
+EXL2_QUERY_TOKENS = 8  # tokens per job in one exllamav2 forward (its max_q_size)
+GPU_ONLY_KEYS = (
+    "cache_type",
+    "cache_tokens",
+    "max_batch_size",
+    "paged_attention",
+    "prefill_chunk_tokens",
+)
+
+
 class ModelProfile(_Strict):
     backend: BackendName
     family: FamilyName
@@ -49,6 +60,22 @@ class ModelProfile(_Strict):
     source: str = Field(min_length=1)
     threads: int = Field(default=0, ge=0, le=256)
     description: str = ""
+    # exllamav2 only (docs/gpu.md). The KV cache's element type: fp16, or
+    # quantized q8/q6/q4 (less memory, dequantized on every forward).
+    cache_type: Literal["fp16", "q8", "q6", "q4"] = "fp16"
+    # Tokens the KV cache holds for all running requests together; 0 sizes it
+    # to context_length. A multiple of EXL2_PAGE_TOKENS.
+    cache_tokens: int = Field(default=0, ge=0, le=4_194_304)
+    # Requests decoded side by side when paged attention is on. Each slot
+    # costs a pinned logits buffer of 8 x vocab x 4 bytes (4.9 MB for Qwen2.5);
+    # exllamav2's default of 256 slots wastes 1.25 GB of host memory.
+    max_batch_size: int = Field(default=16, ge=1, le=256)
+    # auto: flash-attn if it is installed, else one request at a time.
+    # torch: qwend's paged attention in plain torch (batches without flash-attn).
+    paged_attention: Literal["auto", "flash_attn", "torch", "off"] = "auto"
+    # Prompt tokens per forward pass while prefilling: lower makes the pauses
+    # other streams see when a long prompt arrives shorter. A multiple of 256.
+    prefill_chunk_tokens: int = Field(default=2048, ge=256, le=16384)
 
 
 class GenerationDefaults(_Strict):
@@ -225,13 +252,7 @@ def _check_consistency(settings: Settings, source: Path) -> None:
             key="daemon.model",
         )
     for profile_name, profile in settings.models.items():
-        expected = BACKEND_DEVICES[profile.backend]
-        if profile.device != expected:
-            raise ConfigError(
-                f"{source}: key 'models.{profile_name}.device': the {profile.backend} "
-                f"backend runs on '{expected}', not '{profile.device}'",
-                key=f"models.{profile_name}.device",
-            )
+        _check_profile(profile_name, profile, source)
     gen = settings.generation
     if gen.max_tokens > gen.max_tokens_limit:
         raise ConfigError(
@@ -244,6 +265,40 @@ def _check_consistency(settings: Settings, source: Path) -> None:
             raise ConfigError(f"{source}: table 'tasks.{task_name}' is missing", key="tasks")
     for task_name, task in settings.tasks.items():
         _check_task(task_name, task, settings.generation.max_tokens_limit, source)
+
+
+def _check_profile(name: str, profile: ModelProfile, source: Path) -> None:
+    def fail(key: str, reason: str) -> ConfigError:
+        return ConfigError(
+            f"{source}: key 'models.{name}.{key}': {reason}", key=f"models.{name}.{key}"
+        )
+
+    expected = BACKEND_DEVICES[profile.backend]
+    if profile.device != expected:
+        raise fail(
+            "device", f"the {profile.backend} backend runs on '{expected}', not '{profile.device}'"
+        )
+    if profile.backend != "exllamav2":
+        for key in GPU_ONLY_KEYS:
+            if key in profile.model_fields_set:
+                raise fail(key, f"only the exllamav2 backend uses it, not {profile.backend}")
+        return
+    for key in ("cache_tokens", "prefill_chunk_tokens"):
+        value = getattr(profile, key)
+        if value % EXL2_PAGE_TOKENS:
+            raise fail(key, f"{value} is not a multiple of the cache page, {EXL2_PAGE_TOKENS}")
+    if profile.max_batch_size * EXL2_QUERY_TOKENS > profile.prefill_chunk_tokens:
+        raise fail(
+            "max_batch_size",
+            f"{profile.max_batch_size} slots x {EXL2_QUERY_TOKENS} tokens is more than "
+            f"prefill_chunk_tokens ({profile.prefill_chunk_tokens}), exllamav2's forward size",
+        )
+    if profile.cache_tokens and profile.cache_tokens < profile.context_length:
+        raise fail(
+            "cache_tokens",
+            f"{profile.cache_tokens} cannot hold one request of context_length "
+            f"{profile.context_length}",
+        )
 
 
 def _check_task(name: str, task: TaskSettings, max_tokens_limit: int, source: Path) -> None:

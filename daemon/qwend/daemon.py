@@ -61,6 +61,7 @@ def serve(
     ModelMissing, SocketPathError or AlreadyRunning before anything is bound.
     """
     backend = create_backend(config)
+    backend.check()
     require_model(config)
     check_socket_path(socket_path)
     ensure_private_dir(socket_path.parent)

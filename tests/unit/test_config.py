@@ -212,6 +212,56 @@ def test_profile_device_must_match_its_backend(xdg: Path, toml: str, key: str) -
     assert err.message.startswith(f"{path}: key '{key}': ")
 
 
+QWEN = '[models."qwen2.5-7b-instruct"]\n'
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "reason"),
+    [
+        (
+            '[models."smollm2-135m"]\ncache_type = "q4"\n',
+            "models.smollm2-135m.cache_type",
+            "only the exllamav2 backend uses it",
+        ),
+        (QWEN + "cache_tokens = 40000\n", "models.qwen2.5-7b-instruct.cache_tokens", "256"),
+        (
+            QWEN + "prefill_chunk_tokens = 1000\n",
+            "models.qwen2.5-7b-instruct.prefill_chunk_tokens",
+            "256",
+        ),
+        (
+            QWEN + "cache_tokens = 16384\n",
+            "models.qwen2.5-7b-instruct.cache_tokens",
+            "cannot hold one request of context_length 32768",
+        ),
+        (
+            QWEN + "max_batch_size = 64\nprefill_chunk_tokens = 256\n",
+            "models.qwen2.5-7b-instruct.max_batch_size",
+            "prefill_chunk_tokens (256)",
+        ),
+        (QWEN + 'paged_attention = "xformers"\n', "models.qwen2.5-7b-instruct.paged_attention", ""),
+    ],
+)
+def test_gpu_settings_are_checked(xdg: Path, toml: str, key: str, reason: str) -> None:
+    user_file(xdg, toml)
+    err = config_error()
+    assert err.details["key"] == key
+    assert reason in err.message
+
+
+def test_gpu_settings_defaults_and_overrides(xdg: Path) -> None:
+    profile = load_config().settings.models["qwen2.5-7b-instruct"]
+    assert (profile.cache_type, profile.cache_tokens, profile.max_batch_size) == ("fp16", 65536, 16)
+    assert (profile.paged_attention, profile.prefill_chunk_tokens) == ("auto", 2048)
+    user_file(xdg, QWEN + 'cache_type = "q4"\npaged_attention = "torch"\nmax_batch_size = 4\n')
+    profile = load_config().settings.models["qwen2.5-7b-instruct"]
+    assert (profile.cache_type, profile.paged_attention, profile.max_batch_size) == (
+        "q4",
+        "torch",
+        4,
+    )
+
+
 def test_several_errors_are_counted(xdg: Path) -> None:
     user_file(xdg, "[server]\nqueue_size = 0\nmax_body_bytes = 1\n")
     assert "(and 1 more)" in config_error().message

@@ -25,8 +25,8 @@ def create_backend(config: Config) -> Backend:
             threads=profile.threads,
             pull_hint=f"qwend pull {name}",
         )
-    raise BackendUnavailable(
-        f"model profile '{name}' needs the {profile.backend} backend, which this "
-        "qwend release does not include yet (the GPU backend is still being built)",
-        hint="start the CPU model instead: qwend serve --model smollm2-135m",
-    )
+    if profile.backend == "exllamav2":
+        from qwend.engine.exllamav2_backend import ExLlamaV2Backend
+
+        return ExLlamaV2Backend(config.model_dir(), profile, profile_name=name)
+    raise BackendUnavailable(f"model profile '{name}' names an unknown backend: {profile.backend}")

@@ -132,6 +132,7 @@ class InferenceService:
         model and run on the other; requests already queued finish first.
         """
         backend = create_backend(config)
+        await asyncio.to_thread(backend.check)  # may import torch: off the event loop
         require_model(config)
         unload_first = "cuda" in (config.profile.device, self.serving[1].device)
         self._no_swap.clear()
