@@ -1,4 +1,4 @@
-"""Editor: the ``qwend`` command line (serve, stop, status, ask, pull).
+"""Editor: the ``qwend`` command line (serve, stop, status, ask, pull, doctor).
 
 Heavy modules are imported inside the commands that need them: ``status``,
 ``stop`` and ``ask`` touch only the standard library and the socket, so they
@@ -277,12 +277,42 @@ def cmd_ask(args: argparse.Namespace) -> int:
 # -- pull ------------------------------------------------------------------------
 
 
-def cmd_pull(args: argparse.Namespace) -> int:
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Report the GPU set-up; with --build, build exllamav2's extension now."""
+    from qwend import doctor
     from qwend.config import load_config
-    from qwend.model_store import pull
+
+    config = load_config(Path(args.config) if args.config else None, model_override=args.model)
+    if args.build:
+        print("building exllamav2's CUDA extension (first time: several minutes)", flush=True)
+        print(f"built in {doctor.build_extension():.0f}s", flush=True)
+    checks = doctor.run_checks(config)
+    if args.json:
+        print(json.dumps(doctor.as_json(checks), indent=2))
+    else:
+        print(doctor.render(checks))
+    return doctor.exit_code(checks)
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    """Fetch a profile's weights. Ctrl-C leaves at once; a hub pull run again resumes."""
+    from qwend.config import load_config
+    from qwend.model_store import EXIT_INTERRUPTED, pull
 
     config = load_config(Path(args.config) if args.config else None)
-    pull(config, args.model, force=args.force)
+    try:
+        pull(config, args.model, force=args.force)
+    except KeyboardInterrupt:
+        print(
+            "\nqwend: pull interrupted; run the same command again to resume "
+            "(files that finished downloading are kept)",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.stdout.flush()
+        # The hub download threads cannot be stopped mid-file, and a normal exit
+        # would wait for them; leave without joining them.
+        os._exit(EXIT_INTERRUPTED)
     return 0
 
 
@@ -345,6 +375,12 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--max-tokens", type=int, default=256)
     ask.add_argument("--temperature", type=float)
     ask.set_defaults(run=cmd_ask)
+
+    doctor = sub.add_parser("doctor", parents=[common], help="check the GPU set-up")
+    doctor.add_argument("--model", help="profile to check (default: daemon.model)")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.add_argument("--build", action="store_true", help="build exllamav2's CUDA extension now")
+    doctor.set_defaults(run=cmd_doctor)
 
     pull = sub.add_parser("pull", parents=[common], help="download a model profile's weights")
     pull.add_argument("model", help="profile name, e.g. smollm2-135m")
