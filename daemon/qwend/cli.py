@@ -326,6 +326,75 @@ def cmd_lsp(args: argparse.Namespace) -> int:
     return lsp_main(socket_path=_socket(args), config_path=args.config)
 
 
+# -- bench -----------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmark the resident model through the running daemon; table on stdout."""
+    from qwend.bench.report import render_table, write_json
+    from qwend.bench.runner import BenchOptions, run_bench
+
+    options = BenchOptions(
+        socket_path=_socket(args),
+        config_path=args.config,
+        sizes=_int_list(args.sizes),
+        runs=args.runs,
+        decode_tokens=args.decode_tokens,
+        concurrency=_int_list(args.concurrency),
+        lsp_keystrokes=args.lsp_keystrokes,
+        lsp_context=args.lsp_context,
+        lsp_max_tokens=args.lsp_max_tokens,
+        lsp_debounce_ms=args.lsp_debounce_ms,
+        compare=args.compare,
+        model_dir=Path(args.model_dir).expanduser() if args.model_dir else None,
+        progress=not args.no_progress,
+    )
+    result = run_bench(options)
+    print(render_table(result))
+    if args.json:
+        write_json(result, Path(args.json))
+        print(f"\nJSON: {args.json}")
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    """ "512,2048" -> [512, 2048]; "" -> [] (the step is left out)."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of integers: {text!r}"
+        ) from None
+    if any(value < 1 for value in values):
+        raise argparse.ArgumentTypeError(f"values must be positive: {text!r}")
+    return values
+
+
+def _bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    bench = sub.add_parser(
+        "bench", parents=[common], help="benchmark the resident model through the daemon"
+    )
+    bench.add_argument(
+        "--sizes", default="512,2048,8192", help="prompt sizes for time to first token"
+    )
+    bench.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
+    bench.add_argument("--decode-tokens", type=int, default=128, help="tokens per decode run")
+    bench.add_argument("--concurrency", default="4,16", help="concurrent streams ('' skips)")
+    bench.add_argument("--lsp-keystrokes", type=int, default=20, help="0 skips the qwend lsp step")
+    bench.add_argument("--lsp-context", type=int, default=2048, help="document size in tokens")
+    bench.add_argument("--lsp-max-tokens", type=int, default=64, help="inline completion length")
+    bench.add_argument("--lsp-debounce-ms", type=int, default=150, help="qwend lsp debounce")
+    bench.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run raw exllamav2 and transformers generate on the same model",
+    )
+    bench.add_argument("--model-dir", help="the resident model's folder (default: from the config)")
+    bench.add_argument("--json", help="also write the results as JSON to this file")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    bench.set_defaults(run=cmd_bench)
+
+
 # -- parser ----------------------------------------------------------------------
 
 
@@ -386,4 +455,6 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("model", help="profile name, e.g. smollm2-135m")
     pull.add_argument("--force", action="store_true", help="fetch again even if present")
     pull.set_defaults(run=cmd_pull)
+
+    _bench_parser(sub, common)
     return parser
