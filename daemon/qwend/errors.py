@@ -23,7 +23,12 @@ Neither ever holds a traceback.
     ├── ModelError                                       (start-up: the model cannot be loaded)
     │   ├── ModelMissing         model_missing
     │   ├── BackendUnavailable   backend_unavailable
-    │   └── PullFailed           pull_failed
+    │   └── PullFailed           pull_failed             (qwend pull; below: hub sources)
+    │       ├── HubUnreachable   hub_unreachable         (no network, HF_HUB_OFFLINE)
+    │       ├── RepoNotFound     repo_not_found
+    │       ├── RevisionNotFound revision_not_found
+    │       ├── RepoGated        repo_gated              (license not accepted, or no token)
+    │       └── HubTokenInvalid  hub_token_invalid
     └── DaemonError                                      (CLI side: the daemon process)
         ├── DaemonUnavailable    daemon_unavailable      exit 2
         ├── AlreadyRunning       already_running         exit 2
@@ -45,6 +50,8 @@ __all__ = [
     "EngineError",
     "Forbidden",
     "GenerationFailed",
+    "HubTokenInvalid",
+    "HubUnreachable",
     "ModelError",
     "ModelMissing",
     "ModelNotFound",
@@ -55,7 +62,10 @@ __all__ = [
     "PullFailed",
     "QueueFull",
     "QwendError",
+    "RepoGated",
+    "RepoNotFound",
     "RequestError",
+    "RevisionNotFound",
     "ShuttingDown",
     "SocketPathError",
 ]
@@ -178,6 +188,36 @@ class BackendUnavailable(ModelError):
 
 class PullFailed(ModelError):
     code = "pull_failed"
+
+
+class HubUnreachable(PullFailed):
+    """The model hub could not be reached: no network, or HF_HUB_OFFLINE is set."""
+
+    code = "hub_unreachable"
+
+
+class RepoNotFound(PullFailed):
+    """The hub has no such repository (or it is private and the token cannot see it)."""
+
+    code = "repo_not_found"
+
+
+class RevisionNotFound(PullFailed):
+    """The repository exists but has no such branch, tag or commit."""
+
+    code = "revision_not_found"
+
+
+class RepoGated(PullFailed):
+    """The repository is gated: its license must be accepted, and the download authenticated."""
+
+    code = "repo_gated"
+
+
+class HubTokenInvalid(PullFailed):
+    """The hub rejected the token itself (expired, revoked or mistyped)."""
+
+    code = "hub_token_invalid"
 
 
 class DaemonError(QwendError):
