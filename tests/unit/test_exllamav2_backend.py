@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 import torch
+from tests.fixtures.exllamav2_cpu import import_exllamav2
+from tests.unit.conftest import QWEN_TOKENIZER_CACHE, qwen_tokenizer_json
 from tokenizers import Tokenizer
 
 from qwend.config import ModelProfile, load_config
@@ -28,13 +30,14 @@ from qwend.engine.engine import Engine, GenerationRequest
 from qwend.engine.exllamav2_backend import (
     ExLlamaV2Backend,
     JobMux,
+    dynamic_job,
     kv_cache_tokens,
     model_files_missing,
+    sampler_settings,
     stop_ids_from_folder,
 )
 from qwend.errors import BackendUnavailable, GenerationFailed, ModelMissing, OutOfMemory
 from qwend.metrics import Metrics
-from tests.unit.conftest import QWEN_TOKENIZER_CACHE, qwen_tokenizer_json
 
 GREEDY = Sampling(temperature=0.0, top_p=1.0, seed=1)
 IM_END, END_OF_TEXT = 151645, 151643
@@ -216,7 +219,7 @@ class MuxBackend(Backend):
 
     def generate(self, prompt_ids: list[int], sampling: Sampling, max_new_tokens: int) -> Any:
         script = [ord(c) for c in "".join(chr(i) for i in prompt_ids).upper()][:max_new_tokens]
-        return self.mux.stream(lambda identifier: FakeJob(identifier, script + [0], {0}))
+        return self.mux.stream(lambda identifier: FakeJob(identifier, [*script, 0], {0}))
 
     def describe(self) -> dict[str, Any]:
         return {"device": "fake"}
@@ -325,3 +328,25 @@ def _profile(**overrides: Any) -> ModelProfile:
         "source": "hf:example/model@main",
     }
     return ModelProfile(**(fields | overrides))
+
+
+# -- exllamav2's own classes, imported on the CPU ------------------------------------------
+
+
+def test_sampler_settings_do_only_what_the_request_says() -> None:
+    import_exllamav2()
+    greedy = sampler_settings(GREEDY)
+    assert (greedy.top_k, greedy.token_repetition_penalty) == (1, 1.0)
+    sampled = sampler_settings(Sampling(temperature=0.7, top_p=0.9, seed=3))
+    assert (sampled.temperature, sampled.top_p) == (0.7, 0.9)
+    assert (sampled.top_k, sampled.min_p, sampled.token_repetition_penalty) == (0, 0.0, 1.0)
+
+
+def test_dynamic_job_carries_the_request() -> None:
+    import_exllamav2()
+    job = dynamic_job([1, 2, 3], Sampling(0.5, 1.0, seed=7), 12, [IM_END, END_OF_TEXT], 42)
+    assert job.identifier == 42
+    assert job.max_new_tokens == 12
+    assert job.stop_tokens == {IM_END, END_OF_TEXT}
+    assert job.sequences[0].input_ids.torch().tolist() == [[1, 2, 3]]
+    assert job.gen_settings.temperature == 0.5

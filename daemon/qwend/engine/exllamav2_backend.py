@@ -297,6 +297,13 @@ class ExLlamaV2Backend(Backend):
         config.max_input_len = profile.prefill_chunk_tokens
         config.max_attention_size = profile.prefill_chunk_tokens**2
         config.arch_compat_overrides()
+        if paged != "off" and config.no_flash_attn:  # softcap or sliding window, or
+            log.warning(  # EXLLAMA_NO_FLASH_ATTN: this model cannot page; visible in status
+                "%s cannot use paged attention (flash-attn disabled for it); "
+                "serving one request at a time",
+                self.model_dir.name,
+            )
+            paged = "off"
         model = exllamav2.ExLlamaV2(config)
         cache_tokens = kv_cache_tokens(profile, self._context_length)
         cache = getattr(exllamav2, CACHE_CLASSES[profile.cache_type])(
@@ -365,23 +372,10 @@ class ExLlamaV2Backend(Backend):
     ) -> Generator[int, None, None]:
         if self._loaded is None:
             raise GenerationFailed("the model is not loaded")
-        import torch
-        from exllamav2.generator import ExLlamaV2DynamicJob
-
-        settings = sampler_settings(sampling)
-        input_ids = torch.tensor([prompt_ids], dtype=torch.long)
         stops = sorted(self._stop_ids)
 
         def make_job(identifier: int) -> Any:
-            return ExLlamaV2DynamicJob(
-                input_ids=input_ids,
-                max_new_tokens=max_new_tokens,
-                gen_settings=settings,
-                stop_conditions=stops,
-                decode_special_tokens=True,
-                identifier=identifier,
-                seed=sampling.seed,
-            )
+            return dynamic_job(prompt_ids, sampling, max_new_tokens, stops, identifier)
 
         return self._loaded.mux.stream(make_job)
 
@@ -439,6 +433,29 @@ def sampler_settings(sampling: Sampling) -> Any:
         top_k=0,
         min_p=0.0,
         token_repetition_penalty=1.0,
+    )
+
+
+def dynamic_job(
+    prompt_ids: list[int],
+    sampling: Sampling,
+    max_new_tokens: int,
+    stop_ids: list[int],
+    identifier: int,
+) -> Any:
+    """An exllamav2 job for one request. Stop ids end it inside exllamav2 (its
+    pages free at once); the engine still sees the stop token and ends the stream."""
+    import torch
+    from exllamav2.generator import ExLlamaV2DynamicJob
+
+    return ExLlamaV2DynamicJob(
+        input_ids=torch.tensor([prompt_ids], dtype=torch.long),
+        max_new_tokens=max_new_tokens,
+        gen_settings=sampler_settings(sampling),
+        stop_conditions=stop_ids,
+        decode_special_tokens=True,
+        identifier=identifier,
+        seed=sampling.seed,
     )
 
 
