@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.unit.conftest import SMOLLM2_DIR
 
 from qwend import cli, doctor
 from qwend.config import load_config
 from qwend.errors import BackendUnavailable
-from tests.unit.conftest import SMOLLM2_DIR
 
 NO_GPU = not torch.cuda.is_available()
 

@@ -346,7 +346,13 @@ async def test_queue_full(make_backend: MakeBackend, make_engine: MakeEngine) ->
     with pytest.raises(QueueFull, match="background lane"):
         await engine.submit(request("c", max_tokens=2), lane="background")
     snap = engine.snapshot()
-    assert snap["queue"] == {"interactive": 1, "background": 1, "capacity_per_lane": 1, "active": 1, "slots": 1}
+    assert snap["queue"] == {
+        "interactive": 1,
+        "background": 1,
+        "capacity_per_lane": 1,
+        "active": 1,
+        "slots": 1,
+    }
     gate.set()
     assert await text_of(running) == "ab"
     assert await text_of(waiting) == "ab"
@@ -519,7 +525,13 @@ async def test_snapshot(make_backend: MakeBackend, make_engine: MakeEngine) -> N
         "load_seconds": None,
         "context_length": 128,
     }
-    assert snap["queue"] == {"interactive": 0, "background": 0, "capacity_per_lane": 7, "active": 0, "slots": 1}
+    assert snap["queue"] == {
+        "interactive": 0,
+        "background": 0,
+        "capacity_per_lane": 7,
+        "active": 0,
+        "slots": 1,
+    }
     assert snap["performance"]["completed_jobs"] == 0
     assert await text_of(await engine.submit(request(max_tokens=2))) == "ab"
     snap = engine.snapshot()
@@ -803,7 +815,9 @@ async def test_cancelling_one_of_two_running_jobs_frees_its_slot_only(
 async def test_a_failing_job_leaves_the_others_running(
     make_backend: MakeBackend, make_engine: MakeEngine
 ) -> None:
-    backend = make_backend("abcd", max_concurrent=2, load_gate=threading.Event(), context_length=256)
+    backend = make_backend(
+        "abcd", max_concurrent=2, load_gate=threading.Event(), context_length=256
+    )
     backend.fail_next(OutOfMemory("the GPU ran out of memory"), after=1)
     engine = make_engine(backend)
     failing = await engine.submit(request("f", max_tokens=4))
