@@ -15,3 +15,6 @@ mypy
 
 qwend pull smollm2-135m
 python -m pytest "$@"
+
+# The VS Code extension: npm ci, lint, build, unit and protocol tests, .vsix.
+./scripts/test-extension.sh
