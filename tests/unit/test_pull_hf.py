@@ -39,13 +39,8 @@ from qwend.errors import (
     RepoNotFound,
     RevisionNotFound,
 )
-from qwend.model_store import (
-    HubSource,
-    model_present,
-    parse_hf_source,
-    pull,
-    require_model,
-)
+from qwend.hub_pull import HubSource, parse_hf_source
+from qwend.model_store import model_present, pull, require_model
 
 PROFILE = "qwen2.5-7b-instruct"
 REPO = "test-org/Qwen2.5-7B-Instruct-exl2"
