@@ -180,12 +180,13 @@ def format_status(status: dict[str, Any]) -> str:
         ("model", f"{model.get('name')} ({model.get('backend')}, {status.get('device')})"),
         ("context", f"{model.get('context_length')} tokens"),
         ("memory", _megabytes(status.get("memory", {}).get("rss_bytes"))),
+        *_gpu_rows(model),
         ("uptime", _duration(status.get("uptime_s", 0))),
         (
             "queue",
             f"{queue.get('interactive', 0)} interactive + {queue.get('background', 0)} "
             f"background waiting (max {queue.get('capacity_per_lane', 0)} each), "
-            f"{queue.get('active', 0)} running",
+            f"{queue.get('active', 0)} running of {queue.get('slots', 1)} slots",
         ),
         ("tokens", f"{status.get('token_counting', '?')} counts for budgets"),
         ("requests", f"{perf.get('completed_jobs', 0)} completed"),
@@ -201,6 +202,27 @@ def format_status(status: dict[str, Any]) -> str:
     ]
     head = f"qwend {status.get('version', '?')}: {state}"
     return "\n".join([head, *(f"  {name:<9}{value}" for name, value in rows)])
+
+
+def _gpu_rows(model: dict[str, Any]) -> list[tuple[str, str]]:
+    """The GPU backend's device, memory and batching (absent on the CPU backend)."""
+    cuda = model.get("cuda")
+    if not cuda:
+        return []
+    gib = 2**30
+    return [
+        (
+            "gpu",
+            f"{cuda.get('device_name')}: {cuda.get('memory_allocated_bytes', 0) / gib:.1f} GiB "
+            f"allocated, peak {cuda.get('memory_peak_bytes', 0) / gib:.1f} of "
+            f"{cuda.get('memory_total_bytes', 0) / gib:.0f} GiB",
+        ),
+        (
+            "cache",
+            f"{model.get('cache_tokens')} tokens ({model.get('cache_type')}), "
+            f"paged attention {model.get('paged_attention')}",
+        ),
+    ]
 
 
 def _last_reload(config: dict[str, Any]) -> str:

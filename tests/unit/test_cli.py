@@ -33,7 +33,13 @@ SAMPLE_STATUS: dict[str, Any] = {
     },
     "token_counting": "exact",
     "tasks": {"complete": "interactive", "refactor": "background"},
-    "queue": {"interactive": 2, "background": 1, "capacity_per_lane": 32, "active": 1},
+    "queue": {
+        "interactive": 2,
+        "background": 1,
+        "capacity_per_lane": 32,
+        "active": 1,
+        "slots": 1,
+    },
     "performance": {
         "completed_jobs": 17,
         "latency_p50_s": 0.123,
@@ -55,7 +61,7 @@ def test_format_status_ready() -> None:
         "  context  8192 tokens",
         "  memory   300 MiB resident",
         "  uptime   1h02m05s",
-        "  queue    2 interactive + 1 background waiting (max 32 each), 1 running",
+        "  queue    2 interactive + 1 background waiting (max 32 each), 1 running of 1 slots",
         "  tokens   exact counts for budgets",
         "  requests 17 completed",
         "  latency  p50 0.12s, p95 1.50s",
@@ -111,13 +117,38 @@ def test_format_status_token_counting(mode: str) -> None:
 def test_format_status_queue_per_lane() -> None:
     queue = {"interactive": 0, "background": 5, "capacity_per_lane": 8, "active": 0}
     out = cli.format_status({**SAMPLE_STATUS, "queue": queue})
-    assert "  queue    0 interactive + 5 background waiting (max 8 each), 0 running\n" in out
+    assert "  queue    0 interactive + 5 background waiting (max 8 each), 0 running of 1" in out
+
+
+def test_format_status_shows_the_gpu_backend() -> None:
+    status = with_model(
+        backend="exllamav2",
+        cache_tokens=65536,
+        cache_type="fp16",
+        paged_attention="torch",
+        cuda={
+            "device_name": "NVIDIA H100 80GB HBM3",
+            "memory_total_bytes": 80 * 2**30,
+            "memory_allocated_bytes": 9 * 2**30,
+            "memory_peak_bytes": 10 * 2**30,
+        },
+    )
+    status["queue"] = {**status["queue"], "active": 3, "slots": 16}
+    out = cli.format_status(status).splitlines()
+    assert "  gpu      NVIDIA H100 80GB HBM3: 9.0 GiB allocated, peak 10.0 of 80 GiB" in out
+    assert "  cache    65536 tokens (fp16), paged attention torch" in out
+    assert any(line.endswith("3 running of 16 slots") for line in out)
+    assert not any(
+        line.startswith("  gpu") for line in cli.format_status(SAMPLE_STATUS).split("\n")
+    )
 
 
 def test_format_status_tolerates_a_sparse_body() -> None:
     out = cli.format_status({})
     assert out.splitlines()[0] == "qwend ?: ?"
-    assert "  queue    0 interactive + 0 background waiting (max 0 each), 0 running" in out
+    assert (
+        "  queue    0 interactive + 0 background waiting (max 0 each), 0 running of 1 slots" in out
+    )
     assert "  tokens   ? counts for budgets" in out
 
 
