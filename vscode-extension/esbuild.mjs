@@ -1,5 +1,6 @@
-// Bundles the extension (dist/extension.js) and, with --tests, the unit and
-// protocol tests (out/test/**/*.test.js) for `node --test`.
+// Bundles the extension (dist/extension.js); with --tests, the unit and
+// protocol tests (out/test/**/*.test.js) for `node --test`; with --e2e, the
+// end-to-end test (out/test/e2e/*.e2e.js, run by scripts/e2e-vscode.sh).
 import { build } from 'esbuild';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -31,4 +32,14 @@ if (process.argv.includes('--tests')) {
   );
   // No `vscode` here: the tests import only the pure modules.
   await build({ ...common, entryPoints, outdir: 'out/test', outbase: 'test' });
+}
+
+if (process.argv.includes('--e2e')) {
+  await build({
+    ...common,
+    entryPoints: ['test/e2e/vscode.e2e.ts'],
+    outdir: 'out/test',
+    outbase: 'test',
+    external: ['playwright-core'],
+  });
 }

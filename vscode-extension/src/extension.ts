@@ -14,7 +14,6 @@ import {
   type LanguageClientOptions,
   type ServerOptions,
   State,
-  TransportKind,
 } from 'vscode-languageclient/node';
 
 import {
@@ -169,8 +168,7 @@ class Controller {
     this.output.info(`using ${found.path} (found via ${found.source})`);
     const serverOptions: ServerOptions = {
       command: found.path,
-      args: lspArgs(this.settings.extraArgs),
-      transport: TransportKind.stdio,
+      args: lspArgs(this.settings.extraArgs), // stdio; no `transport`, which would add --stdio
       options: { env: serverEnv(this.settings, process.env), cwd: folders[0] },
     };
     const clientOptions: LanguageClientOptions = {
