@@ -54,11 +54,30 @@ def converter_factory() -> Converter:
     return conv
 
 
+class QwendProtocol(pygls.protocol.LanguageServerProtocol):
+    """pygls' protocol, also for requests that leave out ``params``.
+
+    JSON-RPC 2.0 makes ``params`` optional, and ``{"method": "qwend/status"}``
+    is a natural way to ask. pygls 2 cannot parse such a message, so it never
+    learns the id and the client would wait forever; here it gets params null.
+    """
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        if "method" in data and "params" not in data:
+            data = {**data, "params": None}
+        return super().structure_message(data)
+
+
 class QwendServer(LanguageServer):
     """The server's state: options, the daemon link, the completer, recent documents."""
 
     def __init__(self, socket_path: Path, config_path: str | None) -> None:
-        super().__init__("qwend-lsp", __version__, converter_factory=converter_factory)
+        super().__init__(
+            "qwend-lsp",
+            __version__,
+            protocol_cls=QwendProtocol,
+            converter_factory=converter_factory,
+        )
         self.options = Options()
         self.link = DaemonLink(socket_path, config_path, on_change=self.status_changed)
         self.completer = InlineCompleter(self.link, self.options)
