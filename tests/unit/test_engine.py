@@ -849,3 +849,20 @@ async def test_a_swap_waits_for_running_jobs_and_holds_new_ones(
     assert len(old.generate_calls) == 1
     assert old.unload_calls == 1
     assert engine.model_name == "new-model"
+
+
+async def test_close_settles_a_held_swap_instead_of_running_it(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    old = make_backend("x" * 2000, max_concurrent=2, step_delay_s=0.002, context_length=4096)
+    new = make_backend("new", context_length=256)
+    engine = await ready(make_engine(old))
+    running = await engine.submit(request("r", max_tokens=2000))
+    await wait_event(old.started)
+    swap = asyncio.create_task(engine.swap(new, "new-model", unload_first=True))
+    await wait_until(lambda: engine._held is not None, "the hand-over to be held")
+    await asyncio.to_thread(engine.close, WAIT_S)
+    with pytest.raises(ShuttingDown):
+        await asyncio.wait_for(swap, WAIT_S)
+    assert running.cancelled
+    assert new.load_calls == 0  # the new model was never loaded during shutdown
