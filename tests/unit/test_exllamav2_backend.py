@@ -24,6 +24,7 @@ from tests.unit.conftest import QWEN_TOKENIZER_CACHE, qwen_tokenizer_json
 from tokenizers import Tokenizer
 
 from qwend.config import ModelProfile, load_config
+from qwend.engine import cuda_env
 from qwend.engine.backend import Backend, Sampling
 from qwend.engine.backends import create_backend
 from qwend.engine.engine import Engine, GenerationRequest
@@ -350,3 +351,34 @@ def test_dynamic_job_carries_the_request() -> None:
     assert job.stop_tokens == {IM_END, END_OF_TEXT}
     assert job.sequences[0].input_ids.torch().tolist() == [[1, 2, 3]]
     assert job.gen_settings.temperature == 0.5
+
+
+@pytest.mark.parametrize(
+    ("wanted", "flash", "chosen"),
+    [
+        ("auto", True, "flash_attn"),
+        ("auto", False, "off"),
+        ("torch", True, "flash_attn"),
+        ("flash_attn", True, "flash_attn"),
+        ("off", True, "off"),
+        ("off", False, "off"),
+    ],
+)
+def test_paged_attention_mode(
+    monkeypatch: pytest.MonkeyPatch, wanted: str, flash: bool, chosen: str
+) -> None:
+    monkeypatch.setattr(cuda_env, "flash_attn_version", lambda: "2.8.3" if flash else None)
+    backend = ExLlamaV2Backend(Path("/nowhere"), _profile(paged_attention=wanted), profile_name="q")
+    assert backend._choose_attention() == chosen
+
+
+def test_flash_attn_mode_without_flash_attn_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cuda_env, "flash_attn_version", lambda: None)
+    backend = ExLlamaV2Backend(
+        Path("/nowhere"), _profile(paged_attention="flash_attn"), profile_name="q"
+    )
+    with pytest.raises(BackendUnavailable) as caught:
+        backend._choose_attention()
+    assert 'paged_attention = "torch"' in (caught.value.hint or "")

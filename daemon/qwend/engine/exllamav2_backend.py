@@ -276,12 +276,14 @@ class ExLlamaV2Backend(Backend):
                 '"flash_attn", and flash-attn is not installed',
                 hint='install flash-attn, or set paged_attention = "torch" or "auto"',
             )
-        if wanted == "torch" and not has_flash:
+        if wanted == "off":
+            return "off"
+        if has_flash:  # the real kernels, whichever of auto/flash_attn/torch was asked
+            return "flash_attn"
+        if wanted == "torch":
             exl2_attention.install_flash_attn_shim()
             return "torch"
-        if wanted in ("auto", "flash_attn") and has_flash:
-            return "flash_attn"
-        return "off"
+        return "off"  # auto without flash-attn: one request at a time
 
     def _load_model(self, paged: str, version: str, gpu: cuda_env.GpuFacts) -> _Loaded:
         import exllamav2
