@@ -275,14 +275,14 @@ def _charge_wrappers(
     """Add the markup a flexible part brings (a snippet's header, a chat turn's
     tags) to the first line it would keep, so it is paid only if kept and
     never squeezes a better-ranked part afterwards."""
-    placeholder = "x"
-    unit = count(placeholder)
+    sample = "x"  # one-token stand-in text: the render's growth beyond it is the wrapper
+    unit = count(sample)
     empty = {p.name: "" for p in parts}
     for part in parts:
         counts = line_tokens.get(part.name)
         if not counts:
             continue
-        wrapper = count(render({**empty, part.name: placeholder})) - overhead - unit
+        wrapper = count(render({**empty, part.name: sample})) - overhead - unit
         counts[-1 if part.keep == "end" else 0] += max(0, wrapper)
 
 

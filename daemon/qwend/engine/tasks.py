@@ -143,10 +143,13 @@ def _complete(body: CompleteInput, family: Family, template: str) -> tuple[list[
     return parts, render
 
 
+def _joined(configured: str, requested: str) -> str:
+    """The task's configured instruction, then the request's own, a blank line apart."""
+    return "\n\n".join(text for text in (configured, requested) if text)
+
+
 def _code(body: CodeInput, task: TaskSettings, family: Family) -> tuple[list[Part], Renderer]:
-    instruction = task.instruction
-    if body.instruction:
-        instruction = f"{instruction}\n\n{body.instruction}" if instruction else body.instruction
+    instruction = _joined(task.instruction, body.instruction)
     parts = [
         Part("system", task.system),
         Part("instruction", instruction),
@@ -171,9 +174,7 @@ def _code(body: CodeInput, task: TaskSettings, family: Family) -> tuple[list[Par
 def _commit(
     body: CommitMessageInput, task: TaskSettings, family: Family
 ) -> tuple[list[Part], Renderer]:
-    instruction = task.instruction
-    if body.instruction:
-        instruction = f"{instruction}\n\n{body.instruction}" if instruction else body.instruction
+    instruction = _joined(task.instruction, body.instruction)
     parts = [
         Part("system", task.system),
         Part("instruction", instruction),
