@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 import torch
 
-from qwend.engine.exl2_attention import flash_attn_func, flash_attn_with_kvcache
+from qwend.backends.exllamav2.attention import flash_attn_func, flash_attn_with_kvcache
 
 Q_HEADS, KV_HEADS, HEAD_DIM, LAYERS = 28, 4, 128, 28  # Qwen2.5-7B
 PAGE_SIZE = 256  # exllamav2's PAGED_PAGE_SIZE

@@ -319,7 +319,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_pull(args: argparse.Namespace) -> int:
     """Fetch a profile's weights. Ctrl-C leaves at once; a hub pull run again resumes."""
     from qwend.config import load_config
-    from qwend.model_store import EXIT_INTERRUPTED, pull
+    from qwend.models.pull import EXIT_INTERRUPTED, pull
 
     config = load_config(Path(args.config) if args.config else None)
     try:

@@ -21,15 +21,15 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from qwend.backends import create_backend
+from qwend.backends.base import Backend
 from qwend.config import Config
-from qwend.config_watch import ConfigWatcher
-from qwend.engine.backend import Backend
-from qwend.engine.backends import create_backend
+from qwend.config.reload import Reloader
+from qwend.config.watch import ConfigWatcher
 from qwend.engine.engine import Engine
-from qwend.engine.reload import Reloader
 from qwend.engine.service import InferenceService
 from qwend.metrics import Metrics
-from qwend.model_store import require_model
+from qwend.models.cache import require_model
 from qwend.paths import check_socket_path, ensure_private_dir
 from qwend.server.app import IN_FLIGHT, build_app
 from qwend.server.unix_socket import InstanceLock, bind_private_socket

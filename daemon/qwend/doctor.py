@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Final, Literal
 
 from qwend import __version__
+from qwend.backends.exllamav2 import cuda as cuda_env
 from qwend.config import Config
-from qwend.engine import cuda_env
 from qwend.errors import BackendUnavailable
 
 Status = Literal["ok", "warn", "fail"]
@@ -148,7 +148,7 @@ def _flash_attn_check() -> Check:
 
 
 def _model_check(config: Config) -> Check:
-    from qwend.model_store import model_present
+    from qwend.models.cache import model_present
 
     folder = config.model_dir()
     if model_present(config):

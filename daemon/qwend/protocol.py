@@ -125,7 +125,7 @@ def encode_embedding(vector: list[float], encoding_format: str) -> list[float] |
 # -- routed tasks (POST /v1/tasks/{task}) ---------------------------------------
 
 
-class _TaskBody(_Body):
+class TaskBody(_Body):
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: Temperature | None = None
     top_p: TopP | None = None
@@ -142,7 +142,7 @@ class Snippet(_Body):
     score: float = Field(default=0.0, allow_inf_nan=False)
 
 
-class CompleteInput(_TaskBody):
+class CompleteInput(TaskBody):
     prefix: str
     suffix: str = ""
     language: str = Field(default="", max_length=64)
@@ -151,7 +151,7 @@ class CompleteInput(_TaskBody):
     snippets: list[Snippet] = Field(default_factory=list, max_length=MAX_SNIPPETS)
 
 
-class CodeInput(_TaskBody):
+class CodeInput(TaskBody):
     code: str = Field(min_length=1)
     language: str = Field(default="", max_length=64)
     path: str = Field(default="", max_length=MAX_PATH_CHARS)
@@ -159,27 +159,16 @@ class CodeInput(_TaskBody):
     instruction: str = ""
 
 
-class CommitMessageInput(_TaskBody):
+class CommitMessageInput(TaskBody):
     diff: str = Field(min_length=1)
     instruction: str = ""
 
 
-class ChatInput(_TaskBody):
+class ChatInput(TaskBody):
     messages: list[ChatMessage] = Field(min_length=1)
 
 
 TaskInput = CompleteInput | CodeInput | CommitMessageInput | ChatInput
-TASK_INPUTS: dict[str, type[_TaskBody]] = {
-    "complete": CompleteInput,
-    "explain": CodeInput,
-    "refactor": CodeInput,
-    "docstring": CodeInput,
-    "tests": CodeInput,
-    "fix": CodeInput,
-    "commit_message": CommitMessageInput,
-    "chat": ChatInput,
-    "reasoning": ChatInput,
-}
 
 
 def parse_body(model: type[BaseModel], raw: bytes) -> Any:

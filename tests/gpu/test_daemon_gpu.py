@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from qwend.engine.backend import Sampling
-from qwend.engine.transformers_backend import TransformersBackend
+from qwend.backends.base import Sampling
+from qwend.backends.transformers import TransformersBackend
 from tests.integration.conftest import Daemon
 
 MODEL = "smollm2-gpu"

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from qwend.engine.backend import Sampling
-from qwend.engine.engine import Engine, GenerationRequest
-from qwend.engine.exllamav2_backend import ExLlamaV2Backend
-from qwend.engine.transformers_backend import TransformersBackend
+from qwend.backends.base import Sampling
+from qwend.backends.exllamav2.backend import ExLlamaV2Backend
+from qwend.backends.transformers import TransformersBackend
+from qwend.engine.engine import Engine
+from qwend.engine.jobs import GenerationRequest
 from qwend.errors import OutOfMemory
 from qwend.metrics import Metrics
 from tests.gpu.conftest import gpu_profile

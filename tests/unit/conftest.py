@@ -29,7 +29,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from qwend import paths
-from qwend.engine.backend import Backend, Sampling
+from qwend.backends.base import Backend, Sampling
 from qwend.engine.engine import Engine
 from qwend.metrics import Metrics
 
@@ -233,7 +233,7 @@ def umask0() -> Iterator[None]:
 class TokenizerCounting:
     """Exact token counts from a real tokenizer, as the engine counts them: no
     special tokens added, special-token markup mapped to its ids. Satisfies
-    qwend.engine.tasks.TokenCounting."""
+    qwend.tasks.prepare.TokenCounting."""
 
     mode = "exact"
 

@@ -18,8 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qwend.engine.budget import Fitted, Limits, Part, fit
-from qwend.engine.prompts import (
+from qwend.errors import ContextLengthExceeded
+from qwend.tasks.budget import Fitted, Limits, Part, fit
+from qwend.tasks.prepare import TokenCounting as TokenizerCounting
+from qwend.tasks.prompts import (
     FAMILIES,
     ChatTurn,
     Family,
@@ -29,8 +31,6 @@ from qwend.engine.prompts import (
     render_fim,
     render_prefix_only,
 )
-from qwend.engine.tasks import TokenCounting as TokenizerCounting
-from qwend.errors import ContextLengthExceeded
 
 QWEN = FAMILIES["qwen2.5"]
 SMOL = FAMILIES["smollm2"]

@@ -11,16 +11,10 @@ from typing import Any
 
 import pytest
 
-from qwend.engine.backend import Sampling
-from qwend.engine.engine import (
-    _STOP_THREAD,
-    LANES,
-    Engine,
-    GenerationRequest,
-    Job,
-    Lanes,
-    ModelState,
-)
+from qwend.backends.base import Sampling
+from qwend.engine.engine import Engine
+from qwend.engine.jobs import GenerationRequest, Job
+from qwend.engine.lanes import LANES, STOP_THREAD, Lanes
 from qwend.errors import (
     BackendUnavailable,
     ContextLengthExceeded,
@@ -31,6 +25,7 @@ from qwend.errors import (
     QueueFull,
     ShuttingDown,
 )
+from qwend.states import ModelState
 
 WAIT_S = 5.0
 SAMPLING = Sampling(temperature=0.0, top_p=1.0, seed=1)
@@ -584,7 +579,7 @@ def test_lanes_stop_sentinel_goes_first_and_get_waits() -> None:
     assert got == ["b"]
     lanes.put("i", "interactive")
     lanes.put_stop()
-    assert lanes.get() is _STOP_THREAD
+    assert lanes.get() is STOP_THREAD
     assert lanes.get() == "i"
     assert LANES == ("interactive", "background")
 

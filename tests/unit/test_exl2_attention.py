@@ -1,4 +1,4 @@
-"""Unit tests for qwend.engine.exl2_attention: the flash-attn stand-in and the causal-prefill fix.
+"""Unit tests for backends/exllamav2/attention.py: the flash-attn stand-in and the causal patch.
 
 Every attention result is compared with the textbook formula computed here
 per sequence in float64 (softmax(q kᵀ · scale + bottom-right causal mask) v,
@@ -31,7 +31,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.fixtures.exllamav2_cpu import import_exllamav2
 
-from qwend.engine import exl2_attention as ea
+from qwend.backends.exllamav2 import attention as ea
 
 ROOT = Path(__file__).resolve().parents[2]
 F64_TOL = 1e-10
@@ -586,7 +586,7 @@ def test_install_after_exllamav2_probed_raises() -> None:
 
 EXLLAMAV2_WITH_SHIM = """
 import sys, types, torch
-from qwend.engine import exl2_attention as ea
+from qwend.backends.exllamav2 import attention as ea
 installed = ea.install_flash_attn_shim()
 from tests.fixtures.exllamav2_cpu import import_exllamav2
 import_exllamav2()

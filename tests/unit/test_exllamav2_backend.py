@@ -23,20 +23,21 @@ from tests.fixtures.exllamav2_cpu import import_exllamav2
 from tests.unit.conftest import QWEN_TOKENIZER_CACHE, qwen_tokenizer_json
 from tokenizers import Tokenizer
 
-from qwend.config import ModelProfile, load_config
-from qwend.engine import cuda_env
-from qwend.engine.backend import Backend, Sampling
-from qwend.engine.backends import create_backend
-from qwend.engine.engine import Engine, GenerationRequest
-from qwend.engine.exllamav2_backend import (
+from qwend.backends import create_backend
+from qwend.backends.base import Backend, Sampling
+from qwend.backends.exllamav2 import cuda as cuda_env
+from qwend.backends.exllamav2.backend import (
     ExLlamaV2Backend,
-    JobMux,
     dynamic_job,
     kv_cache_tokens,
-    model_files_missing,
     sampler_settings,
     stop_ids_from_folder,
 )
+from qwend.backends.exllamav2.jobmux import JobMux
+from qwend.backends.folder import missing_files as model_files_missing
+from qwend.config import ModelProfile, load_config
+from qwend.engine.engine import Engine
+from qwend.engine.jobs import GenerationRequest
 from qwend.errors import BackendUnavailable, GenerationFailed, ModelMissing, OutOfMemory
 from qwend.metrics import Metrics
 

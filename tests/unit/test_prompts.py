@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from qwend.engine.prompts import (
+from qwend.engine.decoding import trim_repeated_suffix
+from qwend.tasks.prompts import (
     FAMILIES,
     MIN_SUFFIX_STOP_CHARS,
     ChatTurn,
@@ -19,7 +20,6 @@ from qwend.engine.prompts import (
     render_fim,
     render_prefix_only,
     suffix_stops,
-    trim_repeated_suffix,
 )
 
 FIM_MARKERS = [

@@ -17,7 +17,6 @@ from qwend.protocol import (
     MAX_SNIPPETS,
     MAX_STOP_CHARS,
     MAX_STOP_STRINGS,
-    TASK_INPUTS,
     ChatInput,
     ChatRequest,
     CodeInput,
@@ -31,6 +30,7 @@ from qwend.protocol import (
     encode_embedding,
     parse_body,
 )
+from qwend.tasks.registry import TASK_INPUTS
 
 
 def body(**fields: Any) -> bytes:

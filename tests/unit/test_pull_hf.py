@@ -39,8 +39,9 @@ from qwend.errors import (
     RepoNotFound,
     RevisionNotFound,
 )
-from qwend.hub_pull import HubSource, parse_hf_source
-from qwend.model_store import model_present, pull, require_model
+from qwend.models.cache import model_present, require_model
+from qwend.models.hub import HubSource, parse_hf_source
+from qwend.models.pull import pull
 
 PROFILE = "qwen2.5-7b-instruct"
 REPO = "test-org/Qwen2.5-7B-Instruct-exl2"

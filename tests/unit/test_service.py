@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from qwend.config import load_config
-from qwend.engine.engine import Engine, ModelState
+from qwend.engine.engine import Engine
 from qwend.engine.service import EstimatedCounting, ExactCounting, InferenceService
 from qwend.errors import (
     BackendUnavailable,
@@ -26,6 +26,7 @@ from qwend.errors import (
     NotFound,
 )
 from qwend.protocol import CompletionRequest, EmbeddingsRequest
+from qwend.states import ModelState
 
 WAIT_S = 5.0
 

@@ -10,11 +10,8 @@ from typing import Any
 import pytest
 
 from qwend.config import Settings, TaskSettings, load_config
-from qwend.engine.prompts import FAMILIES
-from qwend.engine.tasks import PreparedTask, TokenCounting, prepare
 from qwend.errors import BadRequest, ContextLengthExceeded
 from qwend.protocol import (
-    TASK_INPUTS,
     ChatInput,
     ChatMessage,
     CodeInput,
@@ -23,6 +20,9 @@ from qwend.protocol import (
     Snippet,
     TaskInput,
 )
+from qwend.tasks.prepare import PreparedTask, TokenCounting, prepare
+from qwend.tasks.prompts import FAMILIES
+from qwend.tasks.registry import TASK_INPUTS
 
 CONTEXT = {"qwen2.5": 32768, "smollm2": 8192}  # the shipped profiles' windows
 FAMILY_STOPS = ("<|im_end|>", "<|endoftext|>")

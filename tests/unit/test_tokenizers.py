@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 from tokenizers import Tokenizer
 
-from qwend.engine.prompts import (
+from qwend.tasks.prepare import TokenCounting
+from qwend.tasks.prompts import (
     FAMILIES,
     ChatTurn,
     Snippet,
@@ -18,7 +19,6 @@ from qwend.engine.prompts import (
     render_completion,
     render_fim,
 )
-from qwend.engine.tasks import TokenCounting
 
 QWEN_FIM = FAMILIES["qwen2.5"].fim
 assert QWEN_FIM is not None

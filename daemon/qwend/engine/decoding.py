@@ -93,3 +93,12 @@ class StopMatcher:
             if any(len(s) > len(tail) and s.startswith(tail) for s in self._stops):
                 return start
         return None
+
+
+def trim_repeated_suffix(text: str, suffix: str) -> str:
+    """Drop the end of a completion that repeats the start of the text after the cursor."""
+    for size in range(min(len(text), len(suffix)), 0, -1):
+        head = suffix[:size]
+        if head.strip() and text.endswith(head):
+            return text[: len(text) - size]
+    return text

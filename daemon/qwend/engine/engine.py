@@ -15,85 +15,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import itertools
 import logging
 import queue
 import threading
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Generator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, Final
+from typing import Any
 
-from qwend.engine.backend import Backend, Sampling
-from qwend.engine.decoding import IncrementalDecoder, StopMatcher
-from qwend.engine.prompts import trim_repeated_suffix
+from qwend.backends.base import Backend
+from qwend.engine.jobs import Finish, GenerationRequest, Job, RunningStream
+from qwend.engine.lanes import LANES, STOP_THREAD, Lanes
 from qwend.engine.stats import Stats
 from qwend.errors import (
     ContextLengthExceeded,
     GenerationFailed,
     ModelNotLoaded,
-    OutOfMemory,
     QueueFull,
     QwendError,
     ShuttingDown,
 )
 from qwend.metrics import Metrics
+from qwend.states import SERVING_STATES, ModelState
 
 log = logging.getLogger(__name__)
-
-_STOP_THREAD: Final = object()  # queue sentinel: the thread exits when it dequeues this
-LANES: Final = ("interactive", "background")
-
-
-class Lanes:
-    """Two bounded FIFO queues; the thread always serves ``interactive`` first."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._queues: dict[str, deque[object]] = {lane: deque() for lane in LANES}
-        self._ready = threading.Condition()
-
-    def put(self, item: object, lane: str) -> None:
-        """Raise queue.Full at once when ``lane`` holds ``capacity`` items."""
-        with self._ready:
-            if len(self._queues[lane]) >= self.capacity:
-                raise queue.Full
-            self._queues[lane].append(item)
-            self._ready.notify()
-
-    def put_last(self, item: object) -> None:
-        """Queue ``item`` behind everything waiting in both lanes, past the capacity."""
-        with self._ready:
-            self._queues[LANES[-1]].append(item)
-            self._ready.notify()
-
-    def put_stop(self) -> None:
-        with self._ready:
-            self._queues["interactive"].appendleft(_STOP_THREAD)
-            self._ready.notify()
-
-    def get(self, *, block: bool = True) -> object | None:
-        """The next item, interactive first; without ``block``, None when both are empty."""
-        with self._ready:
-            while block and not any(self._queues.values()):
-                self._ready.wait()
-            lane = next((q for q in self._queues.values() if q), None)
-            return None if lane is None else lane.popleft()
-
-    def drain(self) -> list[object]:
-        with self._ready:
-            items = [item for q in self._queues.values() for item in q]
-            for q in self._queues.values():
-                q.clear()
-            return items
-
-    def depth(self, lane: str | None = None) -> int:
-        if lane is not None:
-            return len(self._queues[lane])
-        return sum(len(q) for q in self._queues.values())
 
 
 @dataclass
@@ -121,170 +67,6 @@ class _Call:
             self.loop.call_soon_threadsafe(apply)
 
 
-class ModelState(enum.Enum):
-    UNLOADED = "unloaded"
-    LOADING = "loading"
-    READY = "ready"
-    SWAPPING = "swapping"  # the old model serves while the new one loads
-    FAILED = "failed"
-
-
-SERVING_STATES: Final = (ModelState.READY, ModelState.SWAPPING)
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """A rendered prompt plus everything the engine needs to run it."""
-
-    prompt: str
-    max_tokens: int
-    sampling: Sampling
-    stops: tuple[str, ...] = ()
-    trim_suffix: str = ""  # completions: text after the cursor, never repeated at the end
-
-
-@dataclass(frozen=True)
-class Finish:
-    """How a job ended. ``reason`` is the OpenAI finish_reason, or "cancelled"."""
-
-    reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    time_to_first_token_s: float | None
-    duration_s: float
-
-
-_job_ids = itertools.count(1)
-
-
-@dataclass
-class Job:
-    """One request's generation, as seen from the asyncio side."""
-
-    request: GenerationRequest
-    loop: asyncio.AbstractEventLoop
-    prompt_ids: list[int] | None
-    id: int = field(default_factory=lambda: next(_job_ids))
-    enqueued_at: float = field(default_factory=time.monotonic)
-    finish: Finish | None = None
-    _cancel: threading.Event = field(default_factory=threading.Event)
-    _events: asyncio.Queue[str | Finish | QwendError] = field(default_factory=asyncio.Queue)
-
-    def cancel(self) -> None:
-        """Ask the generation thread to stop this job; safe from any thread."""
-        self._cancel.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    async def stream(self) -> AsyncIterator[str]:
-        """Yield text deltas; ``finish`` is set when it ends. Raises QwendError."""
-        while True:
-            item = await self._events.get()
-            if isinstance(item, str):
-                yield item
-            elif isinstance(item, Finish):
-                self.finish = item
-                return
-            else:
-                raise item
-
-    async def text(self) -> str:
-        """The whole answer; a completion's repeat of the text after the cursor is cut."""
-        text = "".join([delta async for delta in self.stream()])
-        if self.request.trim_suffix:
-            text = trim_repeated_suffix(text, self.request.trim_suffix)
-        return text
-
-    @property
-    def finish_reason(self) -> str:
-        return self.finish.reason if self.finish is not None else "cancelled"
-
-    @property
-    def usage(self) -> dict[str, int]:
-        prompt = self.finish.prompt_tokens if self.finish is not None else 0
-        completion = self.finish.completion_tokens if self.finish is not None else 0
-        return {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        }
-
-    def _post(self, item: str | Finish | QwendError) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self._events.put_nowait, item)
-        except RuntimeError:  # the event loop is closed: nobody is listening
-            self.cancel()
-
-
-class _Stream:
-    """A running job on the generation thread: its token steps, detokenizer and stops."""
-
-    def __init__(self, job: Job, backend: Backend, prompt_ids: list[int]) -> None:
-        self.job = job
-        self.prompt_tokens = len(prompt_ids)
-        self.started = time.monotonic()
-        self.first_token_at: float | None = None
-        self.produced = 0
-        self.reason = "length"
-        self._decoder = IncrementalDecoder(backend.decode)
-        self._matcher = StopMatcher(job.request.stops)
-        self._stop_ids = backend.stop_token_ids
-        self._steps: Generator[int, None, None] = backend.generate(
-            prompt_ids, job.request.sampling, job.request.max_tokens
-        )
-
-    def step(self) -> bool:
-        """Take one token and post its text; True once the job is over.
-
-        Raises OutOfMemory (host memory too) and whatever the backend raises.
-        """
-        if self.job.cancelled:
-            self.reason = "cancelled"
-            return True
-        try:
-            token = next(self._steps)
-        except StopIteration:
-            return True
-        except MemoryError as exc:
-            raise OutOfMemory("the host ran out of memory for this request") from exc
-        self.produced += 1
-        if self.first_token_at is None:
-            self.first_token_at = time.monotonic()
-        if self.job.cancelled:  # cancelled during the step: its token is not sent
-            self.reason = "cancelled"
-            return True
-        if token in self._stop_ids:
-            self.reason = "stop"
-            return True
-        text = self._matcher.push(self._decoder.push(token))
-        if text:
-            self.job._post(text)
-        if self._matcher.stopped:
-            self.reason = "stop"
-            return True
-        return False
-
-    def close(self) -> None:
-        """End the backend's steps (a backend frees the job's cache here)."""
-        try:
-            self._steps.close()
-        except Exception:  # the job is over either way; keep the thread alive
-            log.exception("closing the steps of job %d failed", self.job.id)
-
-    def finish(self) -> Finish:
-        self.close()
-        if self.reason != "cancelled":
-            tail = self._matcher.push(self._decoder.flush()) + self._matcher.flush()
-            if tail:
-                self.job._post(tail)
-        ttft = None if self.first_token_at is None else self.first_token_at - self.started
-        return Finish(
-            self.reason, self.prompt_tokens, self.produced, ttft, time.monotonic() - self.started
-        )
-
-
 class Engine:
     """Owns the backend and its thread. Thread-safe methods say so."""
 
@@ -305,7 +87,7 @@ class Engine:
         self.load_seconds: float | None = None
         self.swap_target: str | None = None
         self._lanes = Lanes(queue_size)
-        self._streams: list[_Stream] = []  # running jobs; only the thread changes it
+        self._streams: list[RunningStream] = []  # running jobs; only the thread changes it
         self._held: _Call | None = None  # an exclusive call waiting for the jobs to end
         self._accepting = True
         self._tokenize_lock = threading.Lock()  # HF fast tokenizers are not re-entrant
@@ -364,7 +146,7 @@ class Engine:
 
         Raises ModelNotLoaded if loading failed, QueueFull if the queue is full.
         """
-        if self.state not in SERVING_STATES:
+        if self.state.value not in SERVING_STATES:
             await self.call(lambda backend: None)
 
     async def call(self, fn: Callable[[Backend], Any], lane: str = "interactive") -> Any:
@@ -405,7 +187,7 @@ class Engine:
         """
         self.require_available()
         prompt_ids = None
-        if self.state in SERVING_STATES:
+        if self.state.value in SERVING_STATES:
             prompt_ids = await asyncio.to_thread(self._tokenize, request.prompt)
             self._check_context(len(prompt_ids), request.max_tokens)
         job = Job(request=request, loop=asyncio.get_running_loop(), prompt_ids=prompt_ids)
@@ -502,7 +284,7 @@ class Engine:
             if item is None:
                 return True
             self.metrics.queue_depth.set(self._lanes.depth())
-            if item is _STOP_THREAD:
+            if item is STOP_THREAD:
                 return False
             if isinstance(item, _Call):
                 if item.exclusive and self._streams:
@@ -563,7 +345,7 @@ class Engine:
             if job.prompt_ids is None:
                 job.prompt_ids = self._tokenize(job.request.prompt)
                 self._check_context(len(job.prompt_ids), job.request.max_tokens)
-            self._streams.append(_Stream(job, self.backend, job.prompt_ids))
+            self._streams.append(RunningStream(job, self.backend, job.prompt_ids))
         except QwendError as exc:
             self._fail(job, exc)
         except Exception:  # a backend bug must fail this job, not the thread
@@ -590,7 +372,7 @@ class Engine:
             if done:
                 self._end(stream)
 
-    def _end(self, stream: _Stream) -> None:
+    def _end(self, stream: RunningStream) -> None:
         self._streams.remove(stream)
         finish = stream.finish()
         self._record(stream.job, finish)
@@ -659,7 +441,7 @@ class Engine:
             "load_seconds": self.load_seconds,
             "context_length": self.backend.context_length,
         }
-        if self.state in SERVING_STATES:
+        if self.state.value in SERVING_STATES:
             snap.update(self.backend.describe())
         return {
             "model": snap,

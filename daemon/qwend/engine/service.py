@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from qwend import __version__
+from qwend.backends import create_backend
+from qwend.backends.base import Backend, Sampling
 from qwend.config import Config, ModelProfile
-from qwend.engine.backend import Backend, Sampling
-from qwend.engine.backends import create_backend
-from qwend.engine.engine import Engine, GenerationRequest, Job
-from qwend.engine.prompts import FAMILIES, ChatTurn, render_chat
-from qwend.engine.tasks import PreparedTask, prepare
+from qwend.engine.engine import Engine
+from qwend.engine.jobs import GenerationRequest, Job
 from qwend.errors import (
     BackendUnavailable,
     BadRequest,
@@ -31,9 +30,8 @@ from qwend.errors import (
     ModelNotFound,
     NotFound,
 )
-from qwend.model_store import require_model
+from qwend.models.cache import require_model
 from qwend.protocol import (
-    TASK_INPUTS,
     ChatRequest,
     CompleteInput,
     CompletionRequest,
@@ -44,6 +42,9 @@ from qwend.protocol import (
     encode_embedding,
     parse_body,
 )
+from qwend.tasks.prepare import PreparedTask, prepare
+from qwend.tasks.prompts import FAMILIES, ChatTurn, render_chat
+from qwend.tasks.registry import TASK_INPUTS
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ class InferenceService:
             prepare,
             name,
             body,
-            settings.tasks[name],  # type: ignore[index]
+            settings.tasks[name],
             self.family,
             context_length=self.engine.backend.context_length,
             max_tokens_limit=settings.generation.max_tokens_limit,

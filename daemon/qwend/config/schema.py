@@ -12,12 +12,14 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from qwend import paths
+from qwend.backends.exllamav2.limits import GPU_ONLY_KEYS, profile_problem
 from qwend.errors import ConfigError
+from qwend.tasks.registry import TASK_NAMES, TASKS
 
 BackendName = Literal["transformers", "exllamav2"]
 FamilyName = Literal["qwen2.5", "smollm2"]
@@ -38,17 +40,6 @@ class ServerSettings(_Strict):
     max_body_bytes: int = Field(ge=1024, le=64 * 2**20)
     queue_size: int = Field(ge=1, le=4096)
     shutdown_timeout_s: float = Field(ge=0, le=600)
-
-
-EXL2_PAGE_TOKENS = 256  # exllamav2's dynamic generator allocates its cache in pages of this size
-EXL2_QUERY_TOKENS = 8  # tokens per job in one exllamav2 forward (its max_q_size)
-GPU_ONLY_KEYS = (
-    "cache_type",
-    "cache_tokens",
-    "max_batch_size",
-    "paged_attention",
-    "prefill_chunk_tokens",
-)
 
 
 class ModelProfile(_Strict):
@@ -85,30 +76,15 @@ class GenerationDefaults(_Strict):
     top_p: float = Field(gt=0, le=1, allow_inf_nan=False)
 
 
-TaskName = Literal[
-    "complete", "explain", "refactor", "docstring", "tests", "fix",
-    "commit_message", "chat", "reasoning",
-]  # fmt: skip
-TASK_NAMES: tuple[str, ...] = TaskName.__args__  # type: ignore[attr-defined]
-# The input parts a task may give budget shares to (the flexible ones), by task.
-FLEXIBLE_PARTS: dict[str, frozenset[str]] = {
-    "complete": frozenset({"prefix", "suffix", "snippets"}),
-    "commit_message": frozenset({"diff"}),
-    "chat": frozenset({"history"}),
-    "reasoning": frozenset({"history"}),
-    **{
-        name: frozenset({"context"})
-        for name in ("explain", "refactor", "docstring", "tests", "fix")
-    },
-}
-TEMPLATES: dict[str, frozenset[str]] = {
-    name: frozenset({"fim", "prefix"}) if name == "complete" else frozenset({"chat"})
-    for name in FLEXIBLE_PARTS
-}
+# Task tables are keyed by the registry's names (an unknown table is refused by name).
+if TYPE_CHECKING:
+    TaskName = str
+else:
+    TaskName = Literal[TASK_NAMES]
 
 
 class TaskSettings(_Strict):
-    lane: Literal["interactive", "background"]
+    lane: Literal["interactive", "background"] | None = None  # None: the registry's lane
     template: Literal["fim", "prefix", "chat"]
     max_tokens: int = Field(ge=1)
     temperature: float = Field(ge=0, le=2, allow_inf_nan=False)
@@ -283,22 +259,9 @@ def _check_profile(name: str, profile: ModelProfile, source: Path) -> None:
             if key in profile.model_fields_set:
                 raise fail(key, f"only the exllamav2 backend uses it, not {profile.backend}")
         return
-    for key in ("cache_tokens", "prefill_chunk_tokens"):
-        value = getattr(profile, key)
-        if value % EXL2_PAGE_TOKENS:
-            raise fail(key, f"{value} is not a multiple of the cache page, {EXL2_PAGE_TOKENS}")
-    if profile.max_batch_size * EXL2_QUERY_TOKENS > profile.prefill_chunk_tokens:
-        raise fail(
-            "max_batch_size",
-            f"{profile.max_batch_size} slots x {EXL2_QUERY_TOKENS} tokens is more than "
-            f"prefill_chunk_tokens ({profile.prefill_chunk_tokens}), exllamav2's forward size",
-        )
-    if profile.cache_tokens and profile.cache_tokens < profile.context_length:
-        raise fail(
-            "cache_tokens",
-            f"{profile.cache_tokens} cannot hold one request of context_length "
-            f"{profile.context_length}",
-        )
+    problem = profile_problem(profile)
+    if problem is not None:
+        raise fail(*problem)
 
 
 def _check_task(name: str, task: TaskSettings, max_tokens_limit: int, source: Path) -> None:
@@ -307,13 +270,14 @@ def _check_task(name: str, task: TaskSettings, max_tokens_limit: int, source: Pa
             f"{source}: key 'tasks.{name}.{key}': {reason}", key=f"tasks.{name}.{key}"
         )
 
-    if task.template not in TEMPLATES[name]:
-        raise fail("template", f"must be one of {sorted(TEMPLATES[name])}")
+    spec = TASKS[name]
+    if task.template not in spec.templates:
+        raise fail("template", f"must be one of {sorted(spec.templates)}")
     if task.max_tokens > max_tokens_limit:
         raise fail("max_tokens", f"above generation.max_tokens_limit ({max_tokens_limit})")
-    unknown = set(task.budget) - FLEXIBLE_PARTS[name]
+    unknown = set(task.budget) - spec.flexible_parts
     if unknown:
         raise fail("budget", f"unknown part {sorted(unknown)[0]!r}; parts: "
-                   + ", ".join(sorted(FLEXIBLE_PARTS[name])))  # fmt: skip
+                   + ", ".join(sorted(spec.flexible_parts)))  # fmt: skip
     if any(share < 0 for share in task.budget.values()) or sum(task.budget.values()) > 1.0001:
         raise fail("budget", "shares must be non-negative and add up to at most 1")

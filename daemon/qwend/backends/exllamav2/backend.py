@@ -1,11 +1,8 @@
 """Engine: the GPU backend, an EXL2 (or fp16) model resident through exllamav2.
 
 exllamav2's dynamic generator owns the KV cache and batches every running job
-in one forward pass per ``iterate()``. The engine, meanwhile, advances each
-job's token iterator in turn (Backend.generate). ``JobMux`` joins the two: a
-job's iterator runs one ``iterate()`` only when it has no token buffered,
-and that one call feeds every running job's buffer, so N streams cost one
-batched step per round, not N.
+in one forward pass per ``iterate()``; jobmux.py joins it to the engine's one
+token iterator per job.
 
 Stop tokens are passed to exllamav2 too, so a finished job frees its cache
 pages at once; stop strings, detokenization and cancellation stay with the
@@ -14,7 +11,7 @@ matches a new job's prompt against the cache (pages when paged, the previous
 job otherwise).
 
 Without flash-attn the generator runs one job at a time (``paged=False``),
-and 0.3.2's non-flash prefill attention is not causal: exl2_attention patches
+and 0.3.2's non-flash prefill attention is not causal: attention.py patches
 it. ``paged_attention = "torch"`` installs qwend's paged attention in plain
 torch instead, which batches without flash-attn.
 
@@ -24,20 +21,21 @@ torch and exllamav2 are imported in ``load`` only.
 from __future__ import annotations
 
 import gc
-import itertools
 import json
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
-from qwend.config import EXL2_PAGE_TOKENS, EXL2_QUERY_TOKENS, ModelProfile
-from qwend.engine import cuda_env
-from qwend.engine.backend import Backend, Sampling
-from qwend.errors import BackendUnavailable, GenerationFailed, ModelMissing, OutOfMemory
+from qwend.backends.base import Backend, Sampling
+from qwend.backends.exllamav2 import cuda as cuda_env
+from qwend.backends.exllamav2.jobmux import JobMux, is_out_of_memory, release_cached_memory
+from qwend.backends.exllamav2.limits import EXL2_PAGE_TOKENS, EXL2_QUERY_TOKENS
+from qwend.backends.folder import require_complete
+from qwend.config import ModelProfile
+from qwend.errors import BackendUnavailable, GenerationFailed
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +47,6 @@ CACHE_CLASSES: Final = {
     "q6": "ExLlamaV2Cache_Q6",
     "q4": "ExLlamaV2Cache_Q4",
 }
-
-
-def model_files_missing(folder: Path) -> list[str]:
-    """What an exllamav2 model folder lacks: config, tokenizer, weights."""
-    missing = [name for name in ("config.json", "tokenizer.json") if not (folder / name).is_file()]
-    if not any(folder.glob("*.safetensors")):
-        missing.append("*.safetensors")
-    return missing
 
 
 def stop_ids_from_folder(folder: Path, tokenizer: Any) -> frozenset[int]:
@@ -80,104 +70,6 @@ def stop_ids_from_folder(folder: Path, tokenizer: Any) -> frozenset[int]:
         if isinstance(eos, str) and tokenizer.token_to_id(eos) is not None:
             found.add(int(tokenizer.token_to_id(eos)))
     return frozenset(found)
-
-
-class DynamicGenerator(Protocol):
-    """What JobMux uses of ``ExLlamaV2DynamicGenerator``."""
-
-    def enqueue(self, job: Any) -> Any: ...
-    def iterate(self) -> list[dict[str, Any]]: ...
-    def cancel(self, job: Any) -> None: ...
-    def num_remaining_jobs(self) -> int: ...
-
-
-_END: Final = object()  # a job's buffer ends with this once exllamav2 reports eos
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """torch raises OutOfMemoryError; the extension's allocator, RuntimeError."""
-    if type(exc).__name__ == "OutOfMemoryError":
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-class JobMux:
-    """Many engine token streams over one exllamav2 dynamic generator.
-
-    Only the engine's thread calls it (the generator is not thread-safe).
-    """
-
-    def __init__(self, generator: DynamicGenerator) -> None:
-        self._generator = generator
-        self._buffers: dict[int, deque[object]] = {}
-        self._keys = itertools.count()
-        self.cached_tokens_total = 0  # prompt tokens served from the cache, all jobs
-        self.prompt_tokens_total = 0
-
-    @property
-    def running(self) -> int:
-        return len(self._buffers)
-
-    def stream(self, make_job: Callable[[int], Any]) -> Generator[int, None, None]:
-        """Token ids of the job ``make_job(identifier)`` builds, as exllamav2 emits them.
-
-        Closing the iterator early cancels the job, which frees its pages.
-        Raises OutOfMemory if the device runs out of memory while it waits.
-        """
-        key = next(self._keys)
-        job = make_job(key)
-        buffer: deque[object] = deque()
-        self._buffers[key] = buffer
-        self._generator.enqueue(job)
-        ended = False
-        try:
-            while True:
-                while not buffer:
-                    self._iterate()
-                item = buffer.popleft()
-                if item is _END:
-                    ended = True
-                    return
-                assert isinstance(item, int)
-                yield item
-        finally:
-            del self._buffers[key]
-            if not ended:
-                self._generator.cancel(job)
-
-    def _iterate(self) -> None:
-        if not self._generator.num_remaining_jobs():
-            raise GenerationFailed(
-                "exllamav2 dropped a running job", hint="see the daemon log; retry the request"
-            )
-        try:
-            results = self._generator.iterate()
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                _release_cached_memory()
-                raise OutOfMemory(
-                    "the GPU ran out of memory for this request",
-                    hint="retry with a shorter prompt or max_tokens, or lower the profile's "
-                    "cache_tokens or max_batch_size (docs/gpu.md)",
-                ) from exc
-            raise
-        for result in results:
-            buffer = self._buffers.get(result.get("identifier", -1))
-            if buffer is None or result.get("stage") != "streaming":
-                continue
-            for ids in (result.get("token_ids"), result.get("held", {}).get("token_ids")):
-                if ids is not None:
-                    buffer.extend(int(i) for i in ids.flatten().tolist())
-            if result.get("eos"):
-                buffer.append(_END)
-                self.cached_tokens_total += int(result.get("cached_tokens", 0))
-                self.prompt_tokens_total += int(result.get("prompt_tokens", 0))
-
-
-def _release_cached_memory() -> None:
-    import torch
-
-    torch.cuda.empty_cache()
 
 
 @dataclass(frozen=True)
@@ -214,12 +106,7 @@ class ExLlamaV2Backend(Backend):
         require_gpu_backend(self.profile_name)
 
     def load(self) -> None:
-        missing = model_files_missing(self.model_dir)
-        if missing:
-            raise ModelMissing(
-                f"the model is not in {self.model_dir} (missing {', '.join(missing)})",
-                hint=f"run: qwend pull {self.profile_name}",
-            )
+        require_complete(self.model_dir, f"qwend pull {self.profile_name}")
         gpu = cuda_env.require_gpu(self.profile_name)
         version = cuda_env.require_exllamav2(self.profile_name)
         chosen = cuda_env.prepare_build_env(gpu.capability)
@@ -241,7 +128,7 @@ class ExLlamaV2Backend(Backend):
             self._loaded = None
             gc.collect()
             if is_out_of_memory(exc):
-                _release_cached_memory()
+                release_cached_memory()
                 raise BackendUnavailable(
                     f"model '{self.profile_name}' does not fit in the GPU's free memory "
                     f"({gpu.memory_free_bytes / 2**30:.1f} GiB of "
@@ -266,7 +153,7 @@ class ExLlamaV2Backend(Backend):
 
         Runs before exllamav2 is imported: it looks for flash-attn at import.
         """
-        from qwend.engine import exl2_attention
+        from qwend.backends.exllamav2 import attention as exl2_attention
 
         wanted = self.profile.paged_attention
         has_flash = cuda_env.flash_attn_version() is not None
@@ -289,7 +176,7 @@ class ExLlamaV2Backend(Backend):
         import exllamav2
         from exllamav2.generator import ExLlamaV2DynamicGenerator
 
-        from qwend.engine import exl2_attention
+        from qwend.backends.exllamav2 import attention as exl2_attention
 
         exl2_attention.patch_causal_prefill()
         profile = self.profile
@@ -343,7 +230,7 @@ class ExLlamaV2Backend(Backend):
         loaded.model.unload()
         del loaded
         gc.collect()
-        _release_cached_memory()
+        release_cached_memory()
 
     # -- Backend -------------------------------------------------------------
 

@@ -1,4 +1,11 @@
-"""Engine: build the backend a model profile names, or fail fast saying why.
+"""Engine: the model backends, one module or folder each, and the factory that picks one.
+
+base.py        the interface every backend implements (the engine owns everything else)
+folder.py      what makes a folder a loadable model (every backend and source asks it)
+transformers   the CPU backend and the reference for correctness checks
+exllamav2/     the GPU backend
+
+The factory builds the backend a model profile names, or fails fast saying why.
 
 There is exactly one backend per profile and no fallback between them: a
 profile that cannot run here is an error the user sees at start-up, not a
@@ -7,9 +14,13 @@ quietly different model.
 
 from __future__ import annotations
 
-from qwend.config import Config
-from qwend.engine.backend import Backend
+from typing import TYPE_CHECKING
+
+from qwend.backends.base import Backend
 from qwend.errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    from qwend.config import Config
 
 
 def create_backend(config: Config) -> Backend:
@@ -17,7 +28,7 @@ def create_backend(config: Config) -> Backend:
     profile = config.profile
     name = config.model_name
     if profile.backend == "transformers":
-        from qwend.engine.transformers_backend import TransformersBackend
+        from qwend.backends.transformers import TransformersBackend
 
         return TransformersBackend(
             config.model_dir(),
@@ -26,7 +37,7 @@ def create_backend(config: Config) -> Backend:
             pull_hint=f"qwend pull {name}",
         )
     if profile.backend == "exllamav2":
-        from qwend.engine.exllamav2_backend import ExLlamaV2Backend
+        from qwend.backends.exllamav2.backend import ExLlamaV2Backend
 
         return ExLlamaV2Backend(config.model_dir(), profile, profile_name=name)
     raise BackendUnavailable(f"model profile '{name}' names an unknown backend: {profile.backend}")

@@ -15,12 +15,11 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from qwend.engine.backend import Backend, Sampling
-from qwend.errors import ModelMissing, OutOfMemory
+from qwend.backends.base import Backend, Sampling
+from qwend.backends.folder import require_complete
+from qwend.errors import OutOfMemory
 
 log = logging.getLogger(__name__)
-
-REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
 
 class TransformersBackend(Backend):
@@ -39,12 +38,7 @@ class TransformersBackend(Backend):
         self._weights_bytes = 0
 
     def load(self) -> None:
-        missing = [f for f in REQUIRED_FILES if not (self.model_dir / f).is_file()]
-        if missing:
-            raise ModelMissing(
-                f"the model is not in {self.model_dir} (missing {', '.join(missing)})",
-                hint=f"run: {self._pull_hint}",
-            )
+        require_complete(self.model_dir, self._pull_hint)
         # The folder is local; make sure nothing ever asks a hub for it.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         started = time.monotonic()

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from qwend import __version__
+from qwend.backends.folder import WEIGHTS_GLOB, missing_from_listing
 from qwend.errors import (
     HubTokenInvalid,
     HubUnreachable,
@@ -39,7 +40,7 @@ from qwend.errors import (
     RepoNotFound,
     RevisionNotFound,
 )
-from qwend.model_store import HF_PREFIX, REQUIRED_FILES, WEIGHTS_GLOB, replace_entry
+from qwend.models.cache import HF_PREFIX, replace_entry
 
 # The hub files an EXL2 model is loaded from. Everything else in a quant repo
 # (README, images, measurement.json from quantizing, the fp16 model's
@@ -178,11 +179,7 @@ def _plan(source: HubSource) -> _Plan:
 
 
 def _missing_in_plan(plan: _Plan) -> list[str]:
-    names = set(plan.files)
-    missing = [name for name in REQUIRED_FILES if name not in names]
-    if not any(Path(name).match(WEIGHTS_GLOB) and "/" not in name for name in names):
-        missing.append(WEIGHTS_GLOB)
-    return missing
+    return missing_from_listing(plan.files)
 
 
 def _snapshot(source: HubSource, commit: str, staging: Path) -> None:

@@ -10,14 +10,17 @@ the token counters it is given.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from qwend.backends.base import Sampling
 from qwend.config import TaskSettings
-from qwend.engine.backend import Sampling
-from qwend.engine.budget import BudgetReport, Limits, Part, Renderer, fit
-from qwend.engine.engine import GenerationRequest
-from qwend.engine.prompts import (
+from qwend.engine.jobs import GenerationRequest
+from qwend.errors import BadRequest
+from qwend.protocol import CompleteInput, TaskInput
+from qwend.tasks.budget import BudgetReport, Limits, Part, Renderer, fit
+from qwend.tasks.prompts import (
     ChatTurn,
     Family,
     Snippet,
@@ -29,8 +32,7 @@ from qwend.engine.prompts import (
     render_prefix_only,
     suffix_stops,
 )
-from qwend.errors import BadRequest
-from qwend.protocol import ChatInput, CodeInput, CommitMessageInput, CompleteInput, TaskInput
+from qwend.tasks.registry import TASKS
 
 
 class TokenCounting(Protocol):
@@ -75,24 +77,20 @@ def prepare(
         max_input_tokens=task.max_input_tokens,
         counting="exact" if counting.mode == "exact" else "estimate",
     )
+    spec = TASKS[name]
     suffix = ""
-    extra_stops: list[str] = list(family.stop_strings)
     template = task.template
+    format_stops: list[str] = []
     if isinstance(body, CompleteInput):
         if template == "fim" and family.fim is None:
             template = "prefix"  # the prompt form, not the model, changes: reported below
         parts, render = _complete(body, family, template)
         suffix = body.suffix
-        extra_stops = (
+        format_stops = (
             completion_stops(family, suffix) if template == "fim" else suffix_stops(suffix)
         )
-        extra_stops += list(family.stop_strings)
-    elif isinstance(body, CodeInput):
-        parts, render = _code(body, task, family)
-    elif isinstance(body, CommitMessageInput):
-        parts, render = _commit(body, task, family)
     else:
-        parts, render = _chat(body, task, family)
+        parts, render = _BUILDERS[spec.kind](body, task, family)
     fitted = fit(
         parts,
         task.budget,
@@ -106,9 +104,10 @@ def prepare(
         top_p=task.top_p if body.top_p is None else body.top_p,
         seed=body.seed,
     )
-    stops = (*body.stop, *task.stop, *extra_stops)
+    stops = (*body.stop, *task.stop, *format_stops, *family.stop_strings)
     request = GenerationRequest(fitted.prompt, max_tokens, sampling, stops)
-    return PreparedTask(name, task.lane, request, fitted.report, suffix, template)
+    lane = task.lane or spec.lane
+    return PreparedTask(name, lane, request, fitted.report, suffix, template)
 
 
 def _complete(body: CompleteInput, family: Family, template: str) -> tuple[list[Part], Renderer]:
@@ -148,7 +147,7 @@ def _joined(configured: str, requested: str) -> str:
     return "\n\n".join(text for text in (configured, requested) if text)
 
 
-def _code(body: CodeInput, task: TaskSettings, family: Family) -> tuple[list[Part], Renderer]:
+def _code(body: Any, task: TaskSettings, family: Family) -> tuple[list[Part], Renderer]:
     instruction = _joined(task.instruction, body.instruction)
     parts = [
         Part("system", task.system),
@@ -171,9 +170,7 @@ def _code(body: CodeInput, task: TaskSettings, family: Family) -> tuple[list[Par
     return parts, render
 
 
-def _commit(
-    body: CommitMessageInput, task: TaskSettings, family: Family
-) -> tuple[list[Part], Renderer]:
+def _commit(body: Any, task: TaskSettings, family: Family) -> tuple[list[Part], Renderer]:
     instruction = _joined(task.instruction, body.instruction)
     parts = [
         Part("system", task.system),
@@ -189,7 +186,7 @@ def _commit(
     return parts, render
 
 
-def _chat(body: ChatInput, task: TaskSettings, family: Family) -> tuple[list[Part], Renderer]:
+def _chat(body: Any, task: TaskSettings, family: Family) -> tuple[list[Part], Renderer]:
     messages = list(body.messages)
     system = task.system
     if messages[0].role == "system":
@@ -215,3 +212,13 @@ def _chat(body: ChatInput, task: TaskSettings, family: Family) -> tuple[list[Par
         return render_chat(family, turns)
 
     return parts, render
+
+
+# Prompt builders by the registry's kind ("complete" is built above: it also
+# chooses the template and the stops). Each takes the body validated as the
+# registry's input for that kind.
+_BUILDERS: dict[str, Callable[[Any, TaskSettings, Family], tuple[list[Part], Renderer]]] = {
+    "code": _code,
+    "commit": _commit,
+    "chat": _chat,
+}

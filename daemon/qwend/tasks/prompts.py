@@ -133,15 +133,6 @@ def render_completion(family: Family, prompt: str, suffix: str | None) -> tuple[
     return prompt, suffix_stops(suffix)
 
 
-def trim_repeated_suffix(text: str, suffix: str) -> str:
-    """Drop the end of a completion that repeats the start of the text after the cursor."""
-    for size in range(min(len(text), len(suffix)), 0, -1):
-        head = suffix[:size]
-        if head.strip() and text.endswith(head):
-            return text[: len(text) - size]
-    return text
-
-
 def render_code_task(
     family: Family,
     *,

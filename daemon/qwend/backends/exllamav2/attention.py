@@ -451,7 +451,7 @@ def _module(name: str) -> types.ModuleType:
 
 def _shim_module() -> types.ModuleType:
     module = _module("flash_attn")
-    module.__doc__ = "qwend's torch stand-in for flash-attn (qwend.engine.exl2_attention)."
+    module.__doc__ = "qwend's torch stand-in for flash-attn (qwend.backends.exllamav2.attention)."
     attributes = {
         "__version__": SHIM_FLASH_ATTN_VERSION,
         "flash_attn_func": flash_attn_func,

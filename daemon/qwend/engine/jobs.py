@@ -1,0 +1,176 @@
+"""Engine: one request's generation, as the asyncio side and the thread see it.
+
+A ``GenerationRequest`` is a rendered prompt plus its limits; a ``Job`` is its
+life on the asyncio side (events, cancel flag, finish); a ``RunningStream`` is
+the same job on the generation thread (the backend's token steps, the
+detokenizer and the stop matcher). ``Finish`` records how it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass, field
+
+from qwend.backends.base import Backend, Sampling
+from qwend.engine.decoding import IncrementalDecoder, StopMatcher, trim_repeated_suffix
+from qwend.errors import OutOfMemory, QwendError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A rendered prompt plus everything the engine needs to run it."""
+
+    prompt: str
+    max_tokens: int
+    sampling: Sampling
+    stops: tuple[str, ...] = ()
+    trim_suffix: str = ""  # completions: text after the cursor, never repeated at the end
+
+
+@dataclass(frozen=True)
+class Finish:
+    """How a job ended. ``reason`` is the OpenAI finish_reason, or "cancelled"."""
+
+    reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    time_to_first_token_s: float | None
+    duration_s: float
+
+
+_job_ids = itertools.count(1)
+
+
+@dataclass
+class Job:
+    """One request's generation, as seen from the asyncio side."""
+
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    prompt_ids: list[int] | None
+    id: int = field(default_factory=lambda: next(_job_ids))
+    enqueued_at: float = field(default_factory=time.monotonic)
+    finish: Finish | None = None
+    _cancel: threading.Event = field(default_factory=threading.Event)
+    _events: asyncio.Queue[str | Finish | QwendError] = field(default_factory=asyncio.Queue)
+
+    def cancel(self) -> None:
+        """Ask the generation thread to stop this job; safe from any thread."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    async def stream(self) -> AsyncIterator[str]:
+        """Yield text deltas; ``finish`` is set when it ends. Raises QwendError."""
+        while True:
+            item = await self._events.get()
+            if isinstance(item, str):
+                yield item
+            elif isinstance(item, Finish):
+                self.finish = item
+                return
+            else:
+                raise item
+
+    async def text(self) -> str:
+        """The whole answer; a completion's repeat of the text after the cursor is cut."""
+        text = "".join([delta async for delta in self.stream()])
+        if self.request.trim_suffix:
+            text = trim_repeated_suffix(text, self.request.trim_suffix)
+        return text
+
+    @property
+    def finish_reason(self) -> str:
+        return self.finish.reason if self.finish is not None else "cancelled"
+
+    @property
+    def usage(self) -> dict[str, int]:
+        prompt = self.finish.prompt_tokens if self.finish is not None else 0
+        completion = self.finish.completion_tokens if self.finish is not None else 0
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+    def _post(self, item: str | Finish | QwendError) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._events.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody is listening
+            self.cancel()
+
+
+class RunningStream:
+    """A running job on the generation thread: its token steps, detokenizer and stops."""
+
+    def __init__(self, job: Job, backend: Backend, prompt_ids: list[int]) -> None:
+        self.job = job
+        self.prompt_tokens = len(prompt_ids)
+        self.started = time.monotonic()
+        self.first_token_at: float | None = None
+        self.produced = 0
+        self.reason = "length"
+        self._decoder = IncrementalDecoder(backend.decode)
+        self._matcher = StopMatcher(job.request.stops)
+        self._stop_ids = backend.stop_token_ids
+        self._steps: Generator[int, None, None] = backend.generate(
+            prompt_ids, job.request.sampling, job.request.max_tokens
+        )
+
+    def step(self) -> bool:
+        """Take one token and post its text; True once the job is over.
+
+        Raises OutOfMemory (host memory too) and whatever the backend raises.
+        """
+        if self.job.cancelled:
+            self.reason = "cancelled"
+            return True
+        try:
+            token = next(self._steps)
+        except StopIteration:
+            return True
+        except MemoryError as exc:
+            raise OutOfMemory("the host ran out of memory for this request") from exc
+        self.produced += 1
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        if self.job.cancelled:  # cancelled during the step: its token is not sent
+            self.reason = "cancelled"
+            return True
+        if token in self._stop_ids:
+            self.reason = "stop"
+            return True
+        text = self._matcher.push(self._decoder.push(token))
+        if text:
+            self.job._post(text)
+        if self._matcher.stopped:
+            self.reason = "stop"
+            return True
+        return False
+
+    def close(self) -> None:
+        """End the backend's steps (a backend frees the job's cache here)."""
+        try:
+            self._steps.close()
+        except Exception:  # the job is over either way; keep the thread alive
+            log.exception("closing the steps of job %d failed", self.job.id)
+
+    def finish(self) -> Finish:
+        self.close()
+        if self.reason != "cancelled":
+            tail = self._matcher.push(self._decoder.flush()) + self._matcher.flush()
+            if tail:
+                self.job._post(tail)
+        ttft = None if self.first_token_at is None else self.first_token_at - self.started
+        return Finish(
+            self.reason, self.prompt_tokens, self.produced, ttft, time.monotonic() - self.started
+        )

@@ -1,0 +1,64 @@
+"""Engine: the two bounded queues the generation thread takes work from.
+
+``interactive`` (completions, commands a user waits for) is always served
+before ``background``; each lane holds at most ``capacity`` waiting items, so a
+full lane answers at once (QueueFull) instead of growing without bound.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from typing import Final
+
+STOP_THREAD: Final = object()  # queue sentinel: the thread exits when it dequeues this
+LANES: Final = ("interactive", "background")
+
+
+class Lanes:
+    """Two bounded FIFO queues; the thread always serves ``interactive`` first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._queues: dict[str, deque[object]] = {lane: deque() for lane in LANES}
+        self._ready = threading.Condition()
+
+    def put(self, item: object, lane: str) -> None:
+        """Raise queue.Full at once when ``lane`` holds ``capacity`` items."""
+        with self._ready:
+            if len(self._queues[lane]) >= self.capacity:
+                raise queue.Full
+            self._queues[lane].append(item)
+            self._ready.notify()
+
+    def put_last(self, item: object) -> None:
+        """Queue ``item`` behind everything waiting in both lanes, past the capacity."""
+        with self._ready:
+            self._queues[LANES[-1]].append(item)
+            self._ready.notify()
+
+    def put_stop(self) -> None:
+        with self._ready:
+            self._queues["interactive"].appendleft(STOP_THREAD)
+            self._ready.notify()
+
+    def get(self, *, block: bool = True) -> object | None:
+        """The next item, interactive first; without ``block``, None when both are empty."""
+        with self._ready:
+            while block and not any(self._queues.values()):
+                self._ready.wait()
+            lane = next((q for q in self._queues.values() if q), None)
+            return None if lane is None else lane.popleft()
+
+    def drain(self) -> list[object]:
+        with self._ready:
+            items = [item for q in self._queues.values() for item in q]
+            for q in self._queues.values():
+                q.clear()
+            return items
+
+    def depth(self, lane: str | None = None) -> int:
+        if lane is not None:
+            return len(self._queues[lane])
+        return sum(len(q) for q in self._queues.values())

