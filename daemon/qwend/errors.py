@@ -10,6 +10,7 @@ Neither ever holds a traceback.
     ├── RequestError                                     (400-class: the client's fault)
     │   ├── BadRequest           bad_request             400
     │   ├── NotFound             not_found               404
+    │   ├── MethodNotAllowed     method_not_allowed      405
     │   ├── ModelNotFound        model_not_found         404
     │   ├── PayloadTooLarge      payload_too_large       413
     │   ├── ContextLengthExceeded context_length_exceeded 400
@@ -52,6 +53,7 @@ __all__ = [
     "GenerationFailed",
     "HubTokenInvalid",
     "HubUnreachable",
+    "MethodNotAllowed",
     "ModelError",
     "ModelMissing",
     "ModelNotFound",
@@ -117,6 +119,11 @@ class BadRequest(RequestError):
 class NotFound(RequestError):
     code = "not_found"
     http_status = 404
+
+
+class MethodNotAllowed(RequestError):
+    code = "method_not_allowed"
+    http_status = 405
 
 
 class ModelNotFound(RequestError):

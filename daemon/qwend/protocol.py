@@ -9,11 +9,7 @@ a client is told instead of silently served something else.
 
 from __future__ import annotations
 
-import base64
 import json
-import struct
-import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal, Protocol
 
@@ -112,14 +108,6 @@ class EmbeddingsRequest(_Body):
         if not all(texts):
             raise BadRequest("field 'input': texts must not be empty", field="input")
         return texts
-
-
-def encode_embedding(vector: list[float], encoding_format: str) -> list[float] | str:
-    """OpenAI's two forms: a JSON list, or base64 of little-endian float32 (the
-    openai client's default)."""
-    if encoding_format == "base64":
-        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-    return vector
 
 
 # -- routed tasks (POST /v1/tasks/{task}) ---------------------------------------
@@ -251,69 +239,3 @@ class TaskRun(Protocol):
 
     @property
     def sampling(self) -> dict[str, Any]: ...
-
-
-# -- responses -----------------------------------------------------------------
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
-
-
-def completion_body(
-    rid: str, model: str, text: str, finish_reason: str | None, use: dict[str, int] | None
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": rid,
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
-    }
-    if use is not None:
-        body["usage"] = use
-    return body
-
-
-def chat_body(
-    rid: str, model: str, text: str, finish_reason: str, use: dict[str, int]
-) -> dict[str, Any]:
-    return {
-        "id": rid,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": finish_reason,
-                "logprobs": None,
-            }
-        ],
-        "usage": use,
-    }
-
-
-def chat_chunk(
-    rid: str, model: str, delta: dict[str, str], finish_reason: str | None
-) -> dict[str, Any]:
-    return {
-        "id": rid,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
-    }
-
-
-def usage_chunk(rid: str, model: str, obj: str, use: dict[str, int]) -> dict[str, Any]:
-    """The final chunk OpenAI sends when ``stream_options.include_usage`` is set."""
-    return {
-        "id": rid,
-        "object": obj,
-        "created": int(time.time()),
-        "model": model,
-        "choices": [],
-        "usage": use,
-    }

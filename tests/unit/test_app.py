@@ -134,7 +134,7 @@ async def test_service_errors_keep_their_status(served: tuple[Path, FakeService]
 async def test_method_size_and_route_errors_are_json(served: tuple[Path, FakeService]) -> None:
     path, _ = served
     status, body = await _request(path, "GET", "/v1/completions")
-    assert (status, body["error"]["code"]) == (405, "bad_request")
+    assert (status, body["error"]["code"]) == (405, "method_not_allowed")
     status, body = await _request(path, "POST", "/v1/completions", {"prompt": "x" * 10_000})
     assert (status, body["error"]["code"]) == (413, "payload_too_large")
     status, body = await _request(path, "GET", "/nope")

@@ -63,7 +63,7 @@ def documented_tree() -> dict[str, dict[str, str | int | None]]:
 
 def test_docstring_tree_parses() -> None:
     tree = documented_tree()
-    assert len(tree) == 27
+    assert len(tree) == 28
     assert tree["BadRequest"] == {
         "code": "bad_request",
         "http": 400,
@@ -199,9 +199,6 @@ def test_errors_md_statuses_match_the_classes() -> None:
         if code == "internal_error":
             assert QwendError.http_status == number
         elif number >= 100:
-            if number == 405:  # the transport answers a wrong method with bad_request
-                assert code == "bad_request"
-                continue
             assert class_for(code).http_status == number, code
         else:
             assert class_for(code).exit_code == number, code

@@ -25,11 +25,9 @@ from qwend.protocol import (
     CompletionRequest,
     EmbeddingsRequest,
     TokenizeRequest,
-    chat_body,
-    completion_body,
-    encode_embedding,
     parse_body,
 )
+from qwend.responses import chat_body, completion_body, encode_embedding
 from qwend.tasks.registry import TASK_INPUTS
 
 

@@ -39,9 +39,9 @@ from qwend.protocol import (
     SampledRequest,
     TaskInput,
     TokenizeRequest,
-    encode_embedding,
     parse_body,
 )
+from qwend.responses import embeddings_body, encode_embedding, models_body, tokenize_body
 from qwend.tasks.prepare import PreparedTask, prepare
 from qwend.tasks.prompts import FAMILIES, ChatTurn, render_chat
 from qwend.tasks.registry import TASK_INPUTS
@@ -206,20 +206,8 @@ class InferenceService:
                     hint="split the text",
                 )
         vectors = [await self.engine.call(partial(_embed, tokens=tokens)) for tokens in ids]
-        used = sum(len(t) for t in ids)
-        return {
-            "object": "list",
-            "model": self.model_name,
-            "data": [
-                {
-                    "object": "embedding",
-                    "index": i,
-                    "embedding": encode_embedding(v, req.encoding_format),
-                }
-                for i, v in enumerate(vectors)
-            ],
-            "usage": {"prompt_tokens": used, "total_tokens": used},
-        }
+        encoded = [encode_embedding(v, req.encoding_format) for v in vectors]
+        return embeddings_body(self.model_name, encoded, sum(len(t) for t in ids))
 
     async def _run_task(self, name: str, body: TaskInput) -> TaskJob:
         await self.engine.ensure_loaded()
@@ -268,26 +256,21 @@ class InferenceService:
         await self._no_swap.wait()
         self._check_model(req.model)
         ids = await self.engine.tokenize(req.text)
-        return {"model": self.model_name, "count": len(ids), "ids": ids}
+        return tokenize_body(self.model_name, ids)
 
     def models(self) -> dict[str, Any]:
         profile = self._serving_profile()
-        return {
-            "object": "list",
-            "data": [
-                {
-                    "id": self.model_name,
-                    "object": "model",
-                    "created": int(self.started_at),
-                    "owned_by": "qwend",
-                    "backend": profile.backend,
-                    "family": profile.family,
-                    "state": self.state(),
-                    "context_length": self.engine.backend.context_length,
-                    "embedding_dimension": self.engine.backend.embedding_dim,
-                }
-            ],
+        entry = {
+            "id": self.model_name,
+            "created": int(self.started_at),
+            "owned_by": "qwend",
+            "backend": profile.backend,
+            "family": profile.family,
+            "state": self.state(),
+            "context_length": self.engine.backend.context_length,
+            "embedding_dimension": self.engine.backend.embedding_dim,
         }
+        return models_body([entry])
 
     def status(self) -> dict[str, Any]:
         """Everything `qwend status` shows; never waits on the generation thread."""

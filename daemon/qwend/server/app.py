@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from qwend.errors import (
     BadRequest,
     Forbidden,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     QwendError,
@@ -36,24 +37,17 @@ from qwend.protocol import (
     Generation,
     Service,
     TokenizeRequest,
-    chat_body,
-    chat_chunk,
-    completion_body,
-    new_id,
     parse_body,
-    usage_chunk,
 )
+from qwend.responses import ChatShape, CompletionShape, Shape, TaskShape
+from qwend.states import SERVING_STATES
 
 log = logging.getLogger(__name__)
 
 SERVICE: Final = web.AppKey("service", Service)
 METRICS: Final = web.AppKey("metrics", Metrics)
 HARD_MAX_BODY_BYTES: Final = 64 * 2**20  # config's ceiling; the live limit is checked per request
-PEER_CRED: Final = struct.Struct("3i")
-SERVING_STATES: Final = (
-    "ready",
-    "swapping",
-)  # swapping: the old model still answers  # struct ucred: pid, uid, gid
+PEER_CRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -136,9 +130,7 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> QwendE
     if exc.status == 404:
         return NotFound(f"no endpoint {request.path}", hint="see docs/api.md")
     if exc.status == 405:
-        error = BadRequest(f"{request.method} is not allowed on {request.path}")
-        error.http_status = 405
-        return error
+        return MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
     error = BadRequest(exc.reason)
     error.http_status = exc.status
     return error
@@ -247,57 +239,43 @@ async def tokenize(request: web.Request) -> web.Response:
     return web.json_response(await request.app[SERVICE].tokenize(req))
 
 
+async def _answer(
+    request: web.Request, job: Generation, shape: Shape, stream: bool
+) -> web.StreamResponse:
+    """The one skeleton of every generating endpoint: whole or streamed.
+
+    The job is cancelled on the way out whatever happened: a no-op once it
+    finished, and what frees the model when the client left mid-answer.
+    """
+    try:
+        if not stream:
+            text = await job.text()
+            return web.json_response(shape.whole(text, job))
+        return await _stream(request, job, shape.delta, lambda: shape.closing(job))
+    finally:
+        job.cancel()
+
+
+def _include_usage(req: CompletionRequest | ChatRequest) -> bool:
+    return bool(req.stream_options and req.stream_options.include_usage)
+
+
 async def completions(request: web.Request) -> web.StreamResponse:
     req: CompletionRequest = await _body(request, CompletionRequest)
     service = request.app[SERVICE]
     job = await service.complete(req)
-    rid, model = new_id("cmpl"), service.model_name
-    try:
-        if not req.stream:
-            text = await job.text()
-            return web.json_response(
-                completion_body(rid, model, text, job.finish_reason, job.usage)
-            )
-
-        def closing() -> list[dict[str, Any]]:
-            last = [completion_body(rid, model, "", job.finish_reason, None)]
-            if req.stream_options and req.stream_options.include_usage:
-                last.append(usage_chunk(rid, model, "text_completion", job.usage))
-            return last
-
-        return await _stream(
-            request, job, lambda d: completion_body(rid, model, d, None, None), closing
-        )
-    finally:
-        job.cancel()  # a no-op once finished; frees the model if the client left
+    return await _answer(
+        request, job, CompletionShape(service.model_name, _include_usage(req)), req.stream
+    )
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     req: ChatRequest = await _body(request, ChatRequest)
     service = request.app[SERVICE]
     job = await service.chat(req)
-    rid, model = new_id("chatcmpl"), service.model_name
-    try:
-        if not req.stream:
-            text = await job.text()
-            return web.json_response(chat_body(rid, model, text, job.finish_reason, job.usage))
-        sent_role = False
-
-        def chunk(delta: str) -> dict[str, Any]:
-            nonlocal sent_role
-            body = {"content": delta} if sent_role else {"role": "assistant", "content": delta}
-            sent_role = True
-            return chat_chunk(rid, model, body, None)
-
-        def closing() -> list[dict[str, Any]]:
-            last = [chat_chunk(rid, model, {}, job.finish_reason)]
-            if req.stream_options and req.stream_options.include_usage:
-                last.append(usage_chunk(rid, model, "chat.completion.chunk", job.usage))
-            return last
-
-        return await _stream(request, job, chunk, closing)
-    finally:
-        job.cancel()
+    return await _answer(
+        request, job, ChatShape(service.model_name, _include_usage(req)), req.stream
+    )
 
 
 async def embeddings(request: web.Request) -> web.Response:
@@ -310,37 +288,8 @@ async def task(request: web.Request) -> web.StreamResponse:
     name = request.match_info["task"]
     service = request.app[SERVICE]
     run = await service.task(name, await _read(request))
-    job = run.generation
-    model = service.model_name
-    try:
-        if not run.stream:
-            text = await job.text()
-            return web.json_response(
-                {
-                    "task": name,
-                    "model": model,
-                    "text": text,
-                    "finish_reason": job.finish_reason,
-                    "usage": job.usage,
-                    "sampling": run.sampling,
-                    "budget": run.budget,
-                }
-            )
-
-        def closing() -> list[dict[str, Any]]:
-            final = {
-                "finish_reason": job.finish_reason,
-                "usage": job.usage,
-                "sampling": run.sampling,
-                "budget": run.budget,
-            }
-            return [{"task": name, "model": model, **final}]
-
-        return await _stream(
-            request, job, lambda d: {"task": name, "model": model, "delta": d}, closing
-        )
-    finally:
-        job.cancel()
+    shape = TaskShape(name, service.model_name, run.sampling, run.budget)
+    return await _answer(request, run.generation, shape, run.stream)
 
 
 async def admin_reload(request: web.Request) -> web.Response:

@@ -27,15 +27,17 @@ import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from qwend.backends.base import Backend, Sampling
 from qwend.backends.exllamav2 import cuda as cuda_env
 from qwend.backends.exllamav2.jobmux import JobMux, is_out_of_memory, release_cached_memory
 from qwend.backends.exllamav2.limits import EXL2_PAGE_TOKENS, EXL2_QUERY_TOKENS
 from qwend.backends.folder import require_complete
-from qwend.config import ModelProfile
 from qwend.errors import BackendUnavailable, GenerationFailed
+
+if TYPE_CHECKING:
+    from qwend.config import ModelProfile
 
 log = logging.getLogger(__name__)
 
