@@ -21,8 +21,8 @@ from typing import Any, Final
 from qwend import __version__, paths
 from qwend.client import DaemonClient
 from qwend.errors import DaemonUnavailable, QwendError
+from qwend.states import STATUS_EXIT_CODES
 
-STATUS_EXIT: Final = {"ready": 0, "swapping": 0, "failed": 1, "loading": 3, "unloaded": 3}
 EXIT_UNREACHABLE: Final = 2
 DETACH_POLL_S: Final = 0.25
 STOP_GRACE_S: Final = 5.0  # beyond the daemon's own drain timeout
@@ -160,7 +160,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     state = str(status.get("model", {}).get("state", "failed"))
     print(json.dumps(status, indent=2) if args.json else format_status(status))
-    return STATUS_EXIT.get(state, 1)
+    return STATUS_EXIT_CODES.get(state, 1)
 
 
 def format_status(status: dict[str, Any]) -> str:

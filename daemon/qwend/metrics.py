@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
-MODEL_STATES = ["unloaded", "loading", "ready", "swapping", "failed"]
+from qwend.states import ALL_STATES
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -47,7 +48,7 @@ class Metrics:
         self.model_state = Enum(
             "qwend_model_state",
             "State of the resident model",
-            states=MODEL_STATES,
+            states=list(ALL_STATES),
             registry=r,
         )
         self.config_reloads = Counter(

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 import torch
-from benchmarks import synthetic_exl2 as syn
 from safetensors.torch import save_file
 from tests.unit.conftest import QWEN_TOKENIZER_CACHE, TokenizerCounting
 
 from qwend import cli
 from qwend.bench import compare, lsp_probe, report, runner
+from qwend.bench import synthetic_exl2 as syn
 from qwend.bench.measure import StreamTiming, aggregate_tokens_per_s, decode_prompts
 from qwend.bench.prompts import PromptError, fit_prompt, prefix_twin
 from qwend.bench.stats import percentile, ratio, summarize

@@ -153,7 +153,7 @@ def test_format_status_tolerates_a_sparse_body() -> None:
 
 
 def test_status_exit_mapping() -> None:
-    assert cli.STATUS_EXIT == {
+    assert cli.STATUS_EXIT_CODES == {
         "ready": 0,
         "swapping": 0,  # the old model keeps serving while the new one loads
         "failed": 1,
@@ -161,7 +161,7 @@ def test_status_exit_mapping() -> None:
         "unloaded": 3,
     }
     assert cli.EXIT_UNREACHABLE == 2
-    assert cli.EXIT_UNREACHABLE not in cli.STATUS_EXIT.values()
+    assert cli.EXIT_UNREACHABLE not in cli.STATUS_EXIT_CODES.values()
 
 
 def test_status_unreachable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""Unit tests for the synthetic EXL2 builder (benchmarks/synthetic_exl2.py).
+"""Unit tests for the synthetic EXL2 builder (daemon/qwend/bench/synthetic_exl2.py).
 
 The packer is checked against an independent reference unpacker written here
 (numpy bit arrays, not shifts), for every width from 2 to 8 bits. The model
@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from benchmarks import synthetic_exl2 as syn
 from safetensors import safe_open
 from tests.fixtures.exllamav2_cpu import import_exllamav2, is_stand_in
 from tests.unit.conftest import QWEN_TOKENIZER_CACHE
+
+from qwend.bench import synthetic_exl2 as syn
 
 # -- an independent reference unpacker -----------------------------------------------
 

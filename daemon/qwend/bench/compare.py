@@ -27,9 +27,9 @@ from typing import Any, Final
 
 from qwend.bench.measure import DECODE_PROMPT
 
-# Peak memory bandwidth by device name, in TB/s (vendor datasheets; H100 SXM and
-# H200 as in the research notes, exllamav2.md §4). First match wins, so the more
-# specific names come first; torch calls the H100 SXM "NVIDIA H100 80GB HBM3".
+# Peak memory bandwidth by device name, in TB/s (NVIDIA's datasheets). First
+# match wins, so the more specific names come first; torch calls the H100 SXM
+# "NVIDIA H100 80GB HBM3".
 CARD_BANDWIDTH_TBPS: Final = (
     ("H200", 4.8),
     ("H100 NVL", 3.9),

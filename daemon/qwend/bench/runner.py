@@ -42,6 +42,7 @@ from qwend.bench.measure import (
 from qwend.bench.prompts import fit_prompt, prefix_twin
 from qwend.bench.report import SCHEMA
 from qwend.bench.stats import percentile, ratio, summarize
+from qwend.states import SERVING_STATES
 
 WARMUP_TOKENS: Final = 8
 VERSIONED_PACKAGES: Final = ("torch", "transformers", "exllamav2", "tokenizers")
@@ -86,7 +87,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     probe = Probe(options.socket_path, timeout=options.request_timeout_s)
     status = probe.status()
     model = status.get("model", {})
-    if model.get("state") not in ("ready", "swapping"):
+    if model.get("state") not in SERVING_STATES:
         raise BenchFailed(
             f"the model is {model.get('state')!r}, not ready",
             hint="wait for `qwend status` to say ready, then run qwend bench again",

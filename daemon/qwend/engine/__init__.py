@@ -1,1 +1,1 @@
-"""Engine: backends, the generation thread, and the meaning of each endpoint."""
+"""Engine: the scheduler (one generation thread, lanes, jobs), decoding, stats and the service."""

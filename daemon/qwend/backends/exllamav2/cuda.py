@@ -2,9 +2,9 @@
 
 exllamav2 compiles its CUDA extension with torch's JIT loader the first time
 it is imported. On the GPU machines qwend targets, two defaults break that
-build (research/exllamav2.md §1): torch guesses CUDA_HOME from the directory
-of a wrapper script, and the system toolkit lacks the cuBLAS and cuSPARSE
-headers that the pip ``nvidia`` packages (installed with torch) carry.
+build (docs/gpu.md, "The first start builds a CUDA extension"): torch guesses
+CUDA_HOME from the directory of a wrapper script, and the system toolkit lacks
+the cuBLAS and cuSPARSE headers that the pip ``nvidia`` packages (installed with torch) carry.
 ``prepare_build_env`` fills in those variables, never overriding the user's.
 
 torch is imported inside the functions, so importing this module is cheap.

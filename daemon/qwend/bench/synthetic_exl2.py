@@ -1,15 +1,13 @@
-"""Benchmark: a random-weight EXL2 model with Qwen2.5-7B's exact shapes (or a tiny one).
+"""Editor: a random-weight EXL2 model with Qwen2.5-7B's exact shapes (or a tiny one).
 
 No real Qwen2.5-7B weights can be downloaded here, and decode speed does not
 depend on weight values: exllamav2's EXL2 kernels have no data-dependent
-control flow (docs: /work/shared/research/exllamav2.md §3). So this writes the
+control flow (their loops run over shapes and bit widths, never over values). So this writes the
 packed EXL2 tensors directly from random codes, with the real Qwen2.5
 tokenizer, and the daemon and exllamav2 load it like any EXL2 quant.
 
-    python -m benchmarks.synthetic_exl2 --out DIR               # Qwen2.5-7B, 4 bpw, 6-bit head
-    python -m benchmarks.synthetic_exl2 --out DIR --shape tiny  # hidden 256, 2 layers (tests)
-
-Run it from the repository root (it imports benchmarks.qwen25_tokenizer).
+    python -m qwend.bench.synthetic_exl2 --out DIR               # Qwen2.5-7B, 4 bpw, 6-bit head
+    python -m qwend.bench.synthetic_exl2 --out DIR --shape tiny  # hidden 256, 2 layers (tests)
 
 The layout of one linear layer, as exllamav2 0.3.2 reads it
 (``conversion/adaptivegptq.py:pack``, ``module.py:load_weight``,
@@ -45,8 +43,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import torch
-from benchmarks.qwen25_tokenizer import write_tokenizer_files
 from safetensors.torch import save_file
+
+from qwend.bench.qwen25_tokenizer import write_tokenizer_files
 
 SUPPORTED_BITS: Final = (2, 3, 4, 5, 6, 8)  # the widths exllamav2's EXL2 kernels decode
 ROWS_PER_BLOCK: Final = 32  # 32 rows of b bits are exactly b words: groups are multiples of 32
@@ -421,7 +420,7 @@ def _default_cache() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.synthetic_exl2",
+        prog="python -m qwend.bench.synthetic_exl2",
         description="Write a random-weight EXL2 model with Qwen2.5-7B's shapes.",
     )
     parser.add_argument("--out", type=Path, required=True, help="new model folder")

@@ -1,4 +1,4 @@
-"""Benchmark: the real Qwen2.5 tokenizer, rebuilt offline (shared with the tests).
+"""Editor: the real Qwen2.5 tokenizer, rebuilt offline (shared with the tests).
 
 The synthetic Qwen2.5-7B-shaped model (synthetic_exl2.py) and the unit tests
 (tests/fixtures/qwen_tokenizer.py re-exports this module) both need the real
@@ -57,8 +57,8 @@ def build_tokenizer_json(target: Path) -> Path:
     ranks: dict[bytes, int] = {}
     for line in ranks_file.read_text().splitlines():
         if line:
-            token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
+            token, rank_text = line.split()
+            ranks[base64.b64decode(token)] = int(rank_text)
     to_unicode = _byte_to_unicode()
 
     def text(piece: bytes) -> str:
