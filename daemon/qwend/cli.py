@@ -177,10 +177,11 @@ def format_status(status: dict[str, Any]) -> str:
     }.get(state, "")
     rows = [
         ("state", f"{state} ({detail})" if detail else state),
-        ("model", f"{model.get('name')} ({model.get('backend')}, {status.get('device')})"),
+        ("model", _model_line(model, status)),
         ("context", f"{model.get('context_length')} tokens"),
         ("memory", _megabytes(status.get("memory", {}).get("rss_bytes"))),
         *_gpu_rows(model),
+        *_engine_rows(model),
         ("uptime", _duration(status.get("uptime_s", 0))),
         (
             "queue",
@@ -202,6 +203,40 @@ def format_status(status: dict[str, Any]) -> str:
     ]
     head = f"qwend {status.get('version', '?')}: {state}"
     return "\n".join([head, *(f"  {name:<9}{value}" for name, value in rows)])
+
+
+def _model_line(model: dict[str, Any], status: dict[str, Any]) -> str:
+    engine = model.get("engine")
+    if model.get("backend") == "remote" and engine:
+        where = f"remote engine at {engine.get('url')}"
+        return f"{model.get('name')} ({where}, model {engine.get('model')})"
+    return f"{model.get('name')} ({model.get('backend')}, {status.get('device')})"
+
+
+def _engine_rows(model: dict[str, Any]) -> list[tuple[str, str]]:
+    """A remote profile's engine: reachable, what it serves, the round trip (else absent)."""
+    engine = model.get("engine")
+    if not engine:
+        return []
+    reachable = engine.get("reachable")
+    if reachable is None:
+        seen = "not checked yet"
+    elif not reachable:
+        seen = f"unreachable: {engine.get('error')}"
+    else:
+        latency = engine.get("latency_ms")
+        seen = "reachable" + (f", round trip {latency:.1f} ms" if latency is not None else "")
+        if engine.get("error"):
+            seen += f"; {engine.get('error')}"
+    if engine.get("checked_at"):
+        seen += f" (checked {_duration(max(0.0, time.time() - engine['checked_at']))} ago)"
+    return [
+        ("engine", seen),
+        (
+            "upstream",
+            f"{model.get('max_concurrent')} requests at once, tokenizer {model.get('tokenizer')}",
+        ),
+    ]
 
 
 def _gpu_rows(model: dict[str, Any]) -> list[tuple[str, str]]:

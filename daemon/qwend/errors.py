@@ -20,7 +20,10 @@ Neither ever holds a traceback.
     │   ├── ModelNotLoaded       model_not_loaded        503
     │   ├── OutOfMemory          out_of_memory           503
     │   ├── ShuttingDown         shutting_down           503
-    │   └── GenerationFailed     generation_failed       500
+    │   ├── GenerationFailed     generation_failed       500
+    │   └── RemoteEngineError    remote_engine_error     502 (a remote profile's engine)
+    │       ├── RemoteUnreachable remote_unreachable     503
+    │       └── RemoteAuthFailed remote_auth_failed      502 (401/403: the API key)
     ├── ModelError                                       (start-up: the model cannot be loaded)
     │   ├── ModelMissing         model_missing
     │   ├── BackendUnavailable   backend_unavailable
@@ -64,6 +67,9 @@ __all__ = [
     "PullFailed",
     "QueueFull",
     "QwendError",
+    "RemoteAuthFailed",
+    "RemoteEngineError",
+    "RemoteUnreachable",
     "RepoGated",
     "RepoNotFound",
     "RequestError",
@@ -176,6 +182,31 @@ class ShuttingDown(EngineError):
 class GenerationFailed(EngineError):
     code = "generation_failed"
     http_status = 500
+
+
+class RemoteEngineError(EngineError):
+    """A remote profile's engine answered with an error, or broke off its answer.
+
+    The message names the engine's URL and what it said (never the API key);
+    the daemon keeps serving and the next request tries the engine again.
+    """
+
+    code = "remote_engine_error"
+    http_status = 502
+
+
+class RemoteUnreachable(RemoteEngineError):
+    """No connection to the remote engine (refused, DNS, TLS, timeout, dropped)."""
+
+    code = "remote_unreachable"
+    http_status = 503
+
+
+class RemoteAuthFailed(RemoteEngineError):
+    """The remote engine refused qwend's API key (HTTP 401 or 403)."""
+
+    code = "remote_auth_failed"
+    http_status = 502
 
 
 class ModelError(QwendError):

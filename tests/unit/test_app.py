@@ -54,6 +54,9 @@ class FakeService:
     def state(self) -> str:
         return "ready"
 
+    def health(self) -> dict[str, Any]:
+        return {"status": self.state(), "model": self.model_name}
+
     def status(self) -> dict[str, Any]:
         return {"model": {"state": "ready"}}
 

@@ -4,6 +4,7 @@ base.py        the interface every backend implements (the engine owns everythin
 folder.py      what makes a folder a loadable model (every backend and source asks it)
 transformers   the CPU backend and the reference for correctness checks
 exllamav2/     the GPU backend
+remote/        an OpenAI-compatible engine elsewhere (vLLM, SGLang, llama.cpp), over HTTP
 
 The factory builds the backend a model profile names, or fails fast saying why.
 
@@ -40,4 +41,8 @@ def create_backend(config: Config) -> Backend:
         from qwend.backends.exllamav2.backend import ExLlamaV2Backend
 
         return ExLlamaV2Backend(config.model_dir(), profile, profile_name=name)
+    if profile.backend == "remote":
+        from qwend.backends.remote.backend import RemoteBackend
+
+        return RemoteBackend(profile, profile_name=name, profile_folder=config.model_dir())
     raise BackendUnavailable(f"model profile '{name}' names an unknown backend: {profile.backend}")

@@ -4,6 +4,13 @@ A backend only runs the model: load, tokenize, decode, and yield one token id
 per step. The engine (engine.py) owns the thread, the queue, stop strings,
 detokenization, cancellation and statistics, so each backend stays small and
 any backend gets the same behaviour.
+
+A backend whose model runs elsewhere (the remote backend: an engine behind
+HTTP) receives text, not token ids, and says so with ``streams_text``: the
+engine then calls ``generate_text`` and skips only the detokenizer; stops,
+cancellation and statistics stay the engine's. Re-encoding the received text
+into ids just to decode them again would cost a tokenizer pass per piece and
+could split differently from the engine's own ids.
 """
 
 from __future__ import annotations
@@ -23,6 +30,20 @@ class Sampling:
     temperature: float
     top_p: float
     seed: int | None = None
+
+
+@dataclass(frozen=True)
+class TextPiece:
+    """One step of a text-streaming backend.
+
+    ``tokens`` is how many generated tokens the piece stands for (the usage
+    count); ``finish`` is the engine's finish_reason ("stop", "length") on
+    the last piece, when the engine ended the generation itself.
+    """
+
+    text: str
+    tokens: int = 1
+    finish: str | None = None
 
 
 class Backend(ABC):
@@ -100,6 +121,37 @@ class Backend(ABC):
         at once and are advanced in turn from the engine's one thread.
         Raises OutOfMemory when the device runs out of memory.
         """
+
+    @property
+    def streams_text(self) -> bool:
+        """True for a backend that yields text (``generate_text``), not token ids."""
+        return False
+
+    def generate_text(
+        self,
+        prompt: str,
+        prompt_ids: list[int],
+        sampling: Sampling,
+        max_new_tokens: int,
+        stops: tuple[str, ...],
+    ) -> Generator[TextPiece | None, None, None]:
+        """Yield the answer as text pieces; None when nothing has arrived yet.
+
+        Only for ``streams_text`` backends. A step never blocks: the engine
+        advances every running job in turn, so one job waiting on the network
+        must not hold up the others (``wait_for_output`` is where it waits).
+        ``stops`` may be passed on so the engine stops early; the engine
+        still matches them itself. Closing the iterator ends the request.
+        """
+        raise BackendUnavailable(f"the {self.name} backend yields token ids, not text")
+
+    def remote_health(self) -> dict[str, Any] | None:
+        """The engine behind a remote backend as last seen (for /health); None here."""
+        return None
+
+    def wait_for_output(self, timeout: float) -> None:  # noqa: B027 (token backends never wait)
+        """Block up to ``timeout`` seconds until some running ``generate_text``
+        has a piece ready; the engine calls it when a round produced nothing."""
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:

@@ -18,12 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from qwend import paths
 from qwend.backends.exllamav2.limits import GPU_ONLY_KEYS, profile_problem
+from qwend.backends.remote import limits as remote_limits
 from qwend.errors import ConfigError
 from qwend.tasks.registry import TASK_NAMES, TASKS
 
-BackendName = Literal["transformers", "exllamav2"]
+BackendName = Literal["transformers", "exllamav2", "remote"]
 FamilyName = Literal["qwen2.5", "smollm2"]
-BACKEND_DEVICES: dict[str, str] = {"transformers": "cpu", "exllamav2": "cuda"}
+BACKEND_DEVICES: dict[str, str] = {"transformers": "cpu", "exllamav2": "cuda", "remote": "remote"}
 
 
 class _Strict(BaseModel):
@@ -45,10 +46,12 @@ class ServerSettings(_Strict):
 class ModelProfile(_Strict):
     backend: BackendName
     family: FamilyName
-    device: Literal["cpu", "cuda"]
+    device: Literal["cpu", "cuda", "remote"]
     context_length: int = Field(ge=256, le=1_048_576)
     path: str = ""
-    source: str = Field(min_length=1)
+    # Where `qwend pull` fetches the weights (a remote profile: its tokenizer).
+    # Required for the local backends (checked below).
+    source: str = ""
     threads: int = Field(default=0, ge=0, le=256)
     description: str = ""
     # exllamav2 only (docs/gpu.md). The KV cache's element type: fp16, or
@@ -67,6 +70,22 @@ class ModelProfile(_Strict):
     # Prompt tokens per forward pass while prefilling: lower makes the pauses
     # other streams see when a long prompt arrives shorter. A multiple of 256.
     prefill_chunk_tokens: int = Field(default=2048, ge=256, le=16384)
+    # remote only (docs/remote.md): an OpenAI-compatible engine on another
+    # machine or process; rules in qwend.backends.remote.limits.
+    url: str = ""  # the server's root; http only to loopback
+    model: str = ""  # the engine's model id (its /v1/models)
+    api_key_env: str = ""  # the variable holding the key, or
+    api_key_file: str = ""  # a file holding it, mode 0600
+    ca_bundle: str = ""  # PEM certificates to trust besides the system's
+    # "": tokenizer.json in the profile's cache folder (`qwend pull NAME`);
+    # a path (the file, or its folder); "engine": the engine's tokenize
+    # endpoint; "none": no exact counts (see budget.estimate_without_tokenizer).
+    tokenizer: str = ""
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=300, allow_inf_nan=False)
+    # Longest wait for the engine's next token (its queue and prefill included).
+    read_timeout_s: float = Field(default=120.0, gt=0, le=3600, allow_inf_nan=False)
+    # Requests this daemon runs on the engine at once; more wait in qwend's lanes.
+    max_concurrent: int = Field(default=4, ge=1, le=256)
 
 
 class GenerationDefaults(_Strict):
@@ -254,12 +273,23 @@ def _check_profile(name: str, profile: ModelProfile, source: Path) -> None:
         raise fail(
             "device", f"the {profile.backend} backend runs on '{expected}', not '{profile.device}'"
         )
+    if profile.backend != "remote":
+        if not profile.source:
+            raise fail("source", "required: where `qwend pull` fetches the weights")
+        for key in remote_limits.REMOTE_ONLY_KEYS:
+            if key in profile.model_fields_set:
+                raise fail(key, f"only the remote backend uses it, not {profile.backend}")
     if profile.backend != "exllamav2":
         for key in GPU_ONLY_KEYS:
             if key in profile.model_fields_set:
                 raise fail(key, f"only the exllamav2 backend uses it, not {profile.backend}")
+    if profile.backend == "transformers":
         return
-    problem = profile_problem(profile)
+    problem = (
+        profile_problem(profile)
+        if profile.backend == "exllamav2"
+        else remote_limits.profile_problem(profile)
+    )
     if problem is not None:
         raise fail(*problem)
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 from qwend.backends.base import Backend
 from qwend.engine.jobs import Finish, GenerationRequest, Job, RunningStream
@@ -40,6 +40,11 @@ from qwend.metrics import Metrics
 from qwend.states import SERVING_STATES, ModelState
 
 log = logging.getLogger(__name__)
+
+# A text-streaming backend (remote) may have nothing new in a round; the thread
+# then waits this long for its next piece before looking at the queue again,
+# which bounds how late a new job or a cancel is noticed.
+IDLE_WAIT_S: Final = 0.02
 
 
 @dataclass
@@ -188,8 +193,7 @@ class Engine:
         self.require_available()
         prompt_ids = None
         if self.state.value in SERVING_STATES:
-            prompt_ids = await asyncio.to_thread(self._tokenize, request.prompt)
-            self._check_context(len(prompt_ids), request.max_tokens)
+            prompt_ids = await asyncio.to_thread(self._prompt_ids, request)
         job = Job(request=request, loop=asyncio.get_running_loop(), prompt_ids=prompt_ids)
         self._enqueue(job, lane)
         return job
@@ -343,8 +347,7 @@ class Engine:
         try:
             self.require_available()
             if job.prompt_ids is None:
-                job.prompt_ids = self._tokenize(job.request.prompt)
-                self._check_context(len(job.prompt_ids), job.request.max_tokens)
+                job.prompt_ids = self._prompt_ids(job.request)
             self._streams.append(RunningStream(job, self.backend, job.prompt_ids))
         except QwendError as exc:
             self._fail(job, exc)
@@ -353,10 +356,16 @@ class Engine:
             self._fail(job, GenerationFailed("generation failed", hint="see the daemon log"))
 
     def _step_streams(self) -> None:
-        """One token for every running job, in the order they started."""
+        """One token for every running job, in the order they started.
+
+        When no job received anything (a remote engine still thinking), wait
+        for the backend's next piece instead of spinning.
+        """
+        progressed = False
         for stream in tuple(self._streams):
             try:
                 done = stream.step()
+                progressed = progressed or done or stream.progressed
             except QwendError as exc:
                 self._streams.remove(stream)
                 stream.close()
@@ -371,6 +380,8 @@ class Engine:
                 continue
             if done:
                 self._end(stream)
+        if self._streams and not progressed:
+            self.backend.wait_for_output(IDLE_WAIT_S)
 
     def _end(self, stream: RunningStream) -> None:
         self._streams.remove(stream)
@@ -409,6 +420,15 @@ class Engine:
         job._post(Finish("cancelled", 0, 0, None, 0.0))
 
     # -- shared helpers ------------------------------------------------------
+
+    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
+        """The prompt's ids, checked against the window. Without a tokenizer (a
+        remote profile with tokenizer = "none") the engine behind it checks."""
+        if not self.backend.has_tokenizer:
+            return []
+        ids = self._tokenize(request.prompt)
+        self._check_context(len(ids), request.max_tokens)
+        return ids
 
     def _tokenize(self, text: str) -> list[int]:
         with self._tokenize_lock:

@@ -3,7 +3,8 @@
 A ``GenerationRequest`` is a rendered prompt plus its limits; a ``Job`` is its
 life on the asyncio side (events, cancel flag, finish); a ``RunningStream`` is
 the same job on the generation thread (the backend's token steps, the
-detokenizer and the stop matcher). ``Finish`` records how it ended.
+detokenizer and the stop matcher; or, for a backend that streams text, its
+text pieces and the stop matcher). ``Finish`` records how it ended.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import threading
 import time
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
+from typing import Any
 
-from qwend.backends.base import Backend, Sampling
+from qwend.backends.base import Backend, Sampling, TextPiece
 from qwend.engine.decoding import IncrementalDecoder, StopMatcher, trim_repeated_suffix
 from qwend.errors import OutOfMemory, QwendError
 
@@ -119,27 +121,62 @@ class RunningStream:
         self.first_token_at: float | None = None
         self.produced = 0
         self.reason = "length"
-        self._decoder = IncrementalDecoder(backend.decode)
-        self._matcher = StopMatcher(job.request.stops)
+        self.progressed = False  # did the last step receive anything (text backends may not)
+        request = job.request
+        self._matcher = StopMatcher(request.stops)
         self._stop_ids = backend.stop_token_ids
-        self._steps: Generator[int, None, None] = backend.generate(
-            prompt_ids, job.request.sampling, job.request.max_tokens
-        )
+        self._decoder: IncrementalDecoder | None = None
+        self._steps: Generator[Any, None, None]
+        if backend.streams_text:
+            self._steps = backend.generate_text(
+                request.prompt, prompt_ids, request.sampling, request.max_tokens, request.stops
+            )
+        else:
+            self._decoder = IncrementalDecoder(backend.decode)
+            self._steps = backend.generate(prompt_ids, request.sampling, request.max_tokens)
 
     def step(self) -> bool:
-        """Take one token and post its text; True once the job is over.
+        """Take one token (or text piece) and post its text; True once the job is over.
 
         Raises OutOfMemory (host memory too) and whatever the backend raises.
         """
+        self.progressed = False
         if self.job.cancelled:
             self.reason = "cancelled"
             return True
         try:
-            token = next(self._steps)
+            item = next(self._steps)
         except StopIteration:
             return True
         except MemoryError as exc:
             raise OutOfMemory("the host ran out of memory for this request") from exc
+        if self._decoder is None:
+            return self._take_piece(item)
+        return self._take_token(item, self._decoder)
+
+    def _take_piece(self, piece: TextPiece | None) -> bool:
+        if piece is None:  # nothing has arrived yet
+            return False
+        self.progressed = True
+        self.produced += piece.tokens
+        if self.first_token_at is None and piece.tokens:
+            self.first_token_at = time.monotonic()
+        if self.job.cancelled:
+            self.reason = "cancelled"
+            return True
+        text = self._matcher.push(piece.text)
+        if text:
+            self.job._post(text)
+        if self._matcher.stopped:
+            self.reason = "stop"
+            return True
+        if piece.finish is not None:
+            self.reason = piece.finish
+            return True
+        return False
+
+    def _take_token(self, token: int, decoder: IncrementalDecoder) -> bool:
+        self.progressed = True
         self.produced += 1
         if self.first_token_at is None:
             self.first_token_at = time.monotonic()
@@ -149,7 +186,7 @@ class RunningStream:
         if token in self._stop_ids:
             self.reason = "stop"
             return True
-        text = self._matcher.push(self._decoder.push(token))
+        text = self._matcher.push(decoder.push(token))
         if text:
             self.job._post(text)
         if self._matcher.stopped:
@@ -167,7 +204,8 @@ class RunningStream:
     def finish(self) -> Finish:
         self.close()
         if self.reason != "cancelled":
-            tail = self._matcher.push(self._decoder.flush()) + self._matcher.flush()
+            held = self._decoder.flush() if self._decoder is not None else ""
+            tail = self._matcher.push(held) + self._matcher.flush()
             if tail:
                 self.job._post(tail)
         ttft = None if self.first_token_at is None else self.first_token_at - self.started

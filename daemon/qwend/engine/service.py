@@ -162,6 +162,14 @@ class InferenceService:
     def state(self) -> str:
         return self.engine.state.value
 
+    def health(self) -> dict[str, Any]:
+        """/health: the model's state, and for a remote profile its engine as last seen."""
+        body: dict[str, Any] = {"status": self.state(), "model": self.model_name}
+        engine = self.engine.backend.remote_health()
+        if engine is not None:
+            body["engine"] = engine
+        return body
+
     async def complete(self, req: CompletionRequest) -> Job:
         """A plain completion; with a ``suffix`` it is the complete task's prompt."""
         await self._no_swap.wait()

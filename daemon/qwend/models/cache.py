@@ -33,9 +33,15 @@ def require_model(config: Config) -> None:
     """Raise ModelMissing with the exact pull command if the weights are absent.
 
     Checked for every backend before anything is loaded, so a missing model
-    fails at once instead of deep inside a loader.
+    fails at once instead of deep inside a loader. A remote profile's weights
+    live with its engine: only its local tokenizer (if it names one) counts.
     """
     folder = config.model_dir()
+    if config.profile.backend == "remote":
+        from qwend.backends.remote.tokenizer import require_tokenizer
+
+        require_tokenizer(config.profile.tokenizer, folder, config.model_name)
+        return
     missing = missing_files(folder)
     if not missing:
         return

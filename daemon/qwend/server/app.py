@@ -213,12 +213,9 @@ async def _stream(
 
 
 async def health(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    state = service.state()
-    serving = state in SERVING_STATES
-    return web.json_response(
-        {"status": state, "model": service.model_name}, status=200 if serving else 503
-    )
+    body = request.app[SERVICE].health()
+    serving = body.get("status") in SERVING_STATES
+    return web.json_response(body, status=200 if serving else 503)
 
 
 async def status(request: web.Request) -> web.Response:
