@@ -176,6 +176,11 @@ class EngineClient:
                 "v1/models",
                 timeout=httpx.Timeout(PROBE_TIMEOUT_S, connect=self.endpoint.connect_timeout_s),
             )
+        except httpx.ReadTimeout:
+            # Connected, so reachable; an engine that serializes every request
+            # (llama-cpp-python) answers only after the generation it is busy with.
+            busy = f"connected, but /v1/models had no answer within {PROBE_TIMEOUT_S:g}s (busy?)"
+            return Probe(True, None, (), None, busy, time.time())
         except httpx.HTTPError as exc:
             return Probe(False, None, (), None, self.network_error(exc).message, time.time())
         latency_ms = round((time.monotonic() - started) * 1000, 1)
