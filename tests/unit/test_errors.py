@@ -63,7 +63,7 @@ def documented_tree() -> dict[str, dict[str, str | int | None]]:
 
 def test_docstring_tree_parses() -> None:
     tree = documented_tree()
-    assert len(tree) == 28
+    assert len(tree) == 31
     assert tree["BadRequest"] == {
         "code": "bad_request",
         "http": 400,
@@ -111,11 +111,14 @@ def test_http_status_by_branch() -> None:
         if issubclass(cls, RequestError):
             assert 400 <= cls.http_status < 500, cls
         elif issubclass(cls, errors.EngineError):
-            assert cls.http_status in (429, 500, 503), cls
+            # 502: a remote profile's engine failed (the gateway's upstream, not qwend).
+            assert cls.http_status in (429, 500, 502, 503), cls
         else:
             assert cls.http_status == 500, cls
     assert errors.QueueFull.http_status == 429
     assert errors.GenerationFailed.http_status == 500
+    assert errors.RemoteUnreachable.http_status == 503
+    assert errors.RemoteAuthFailed.http_status == 502
     assert errors.PayloadTooLarge.http_status == 413
 
 
