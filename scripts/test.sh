@@ -14,6 +14,9 @@ ruff format --check .
 mypy
 
 qwend pull smollm2-135m
+# The remote backend's test engine serves the SmolLM2 GGUF: fetched now, while
+# the network is allowed, so the tests themselves never need it.
+python -m tests.fixtures.llama_server
 python -m pytest "$@"
 
 # The VS Code extension: npm ci, lint, build, unit and protocol tests, .vsix.

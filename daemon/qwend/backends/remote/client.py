@@ -185,8 +185,8 @@ class EngineClient:
             return Probe(False, None, (), None, self.network_error(exc).message, time.time())
         latency_ms = round((time.monotonic() - started) * 1000, 1)
         if response.status_code != httpx.codes.OK:
-            error = self._status_error(response).message
-            return Probe(True, latency_ms, (), None, error, time.time())
+            refused = self._status_error(response).message
+            return Probe(True, latency_ms, (), None, refused, time.time())
         try:
             listed = response.json().get("data") or []
         except (ValueError, AttributeError):
