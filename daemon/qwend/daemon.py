@@ -44,6 +44,8 @@ LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # httpx (the remote backend) logs every request and health probe at INFO.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def serve(

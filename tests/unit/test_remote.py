@@ -329,3 +329,35 @@ async def test_a_silent_stream_does_not_hold_up_another(make_engine: Any) -> Non
             break
         await asyncio.sleep(0.01)
     assert backend.closed == ["talks", "silent"]  # closing the job closed its stream
+
+
+# -- qwend status ------------------------------------------------------------------
+
+
+def test_status_names_the_remote_engine_and_its_reachability() -> None:
+    from qwend.cli import format_status
+
+    engine = {
+        "url": "https://gpu1.example.com:8000",
+        "model": "coder",
+        "reachable": False,
+        "latency_ms": None,
+        "error": "remote engine unreachable at https://gpu1.example.com:8000: refused",
+        "checked_at": None,
+    }
+    model = {
+        "name": "team",
+        "backend": "remote",
+        "state": "ready",
+        "engine": engine,
+        "tokenizer": "engine",
+        "max_concurrent": 4,
+    }
+    text = format_status({"model": model, "device": "remote"})
+    assert "team (remote engine at https://gpu1.example.com:8000, model coder)" in text
+    assert "engine   unreachable: remote engine unreachable at" in text
+    assert "upstream 4 requests at once, tokenizer engine" in text
+    engine.update(reachable=True, latency_ms=3.25, error=None)
+    assert "engine   reachable, round trip 3.2 ms" in format_status(
+        {"model": model, "device": "remote"}
+    )

@@ -25,7 +25,14 @@ HF_PREFIX: Final = "hf:"
 
 
 def model_present(config: Config, name: str | None = None) -> bool:
-    """True when the profile's folder holds config.json, tokenizer.json and weights."""
+    """True when the profile's folder holds config.json, tokenizer.json and weights
+    (a remote profile: its local tokenizer, if it counts with one)."""
+    profile = config.settings.models[name or config.model_name]
+    if profile.backend == "remote":
+        from qwend.backends.remote.tokenizer import tokenizer_file
+
+        path = tokenizer_file(profile.tokenizer, config.model_dir(name))
+        return path is None or path.is_file()
     return not missing_files(config.model_dir(name))
 
 

@@ -36,10 +36,7 @@ def pull(config: Config, name: str, *, force: bool = False) -> Path:
             f"{profile.tokenizer!r}: there is nothing to pull",
             hint="leave tokenizer empty to count with the tokenizer.json `qwend pull` fetches",
         )
-    present = (
-        (target / "tokenizer.json").is_file() if tokenizer_only else model_present(config, name)
-    )
-    if present and not force:
+    if model_present(config, name) and not force:
         print(f"{name} is already in {target} (use --force to fetch it again)")
         return target
     source = profile.source

@@ -226,9 +226,10 @@ class RemoteBackend(Backend):
         if not probe.reachable:
             log.warning("remote engine: %s (serving anyway; requests fail until it answers)",
                         probe.error)  # fmt: skip
+        elif probe.error:
+            log.warning("remote engine at %s: %s", client.url, probe.error)
         else:
-            log.info("remote engine at %s: round trip %.1f ms%s", client.url, probe.latency_ms or 0,
-                     f"; {probe.error}" if probe.error else "")  # fmt: skip
+            log.info("remote engine at %s: round trip %.1f ms", client.url, probe.latency_ms or 0)
         if probe.max_model_len is not None and probe.max_model_len < self._context_length:
             log.info("the engine's context is %d tokens: using it", probe.max_model_len)
             self._context_length = probe.max_model_len
