@@ -361,3 +361,55 @@ def test_status_names_the_remote_engine_and_its_reachability() -> None:
     assert "engine   reachable, round trip 3.2 ms" in format_status(
         {"model": model, "device": "remote"}
     )
+
+
+# -- cutting a request the engine is still working on -------------------------------
+
+
+def test_closing_a_stream_cuts_the_connection_while_the_engine_is_silent() -> None:
+    """The engine sent one event and then nothing (a long prefill, a busy queue):
+    closing the job must still reach it at once, not at its next token."""
+    import socket
+
+    from qwend.backends.remote.backend import EngineHealth, _Upstream
+    from qwend.backends.remote.client import Endpoint, EngineClient
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    saw_eof = threading.Event()
+
+    def engine() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)  # the request
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            event = b'data: {"choices": [{"text": "a", "finish_reason": null}]}\n\n'
+            conn.sendall(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+            conn.settimeout(GATE_TIMEOUT_S)
+            try:
+                while conn.recv(4096):  # the rest of the request, then silence
+                    pass
+                saw_eof.set()  # the client shut the connection down
+            except (TimeoutError, OSError):
+                pass
+
+    thread = threading.Thread(target=engine, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    client = EngineClient(Endpoint(url, "m", 5.0, 60.0, 1), None)
+    woke = threading.Event()
+    upstream = _Upstream(client, {"prompt": "x"}, woke.set, EngineHealth(url, "m"))
+    try:
+        assert woke.wait(GATE_TIMEOUT_S)
+        assert upstream.items.get(timeout=GATE_TIMEOUT_S).text == "a"
+        upstream.close()
+        thread.join(GATE_TIMEOUT_S)
+        assert saw_eof.is_set()
+        upstream.thread.join(GATE_TIMEOUT_S)
+        assert not upstream.thread.is_alive()
+    finally:
+        client.close()
+        server.close()
