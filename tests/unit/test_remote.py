@@ -413,3 +413,95 @@ def test_closing_a_stream_cuts_the_connection_while_the_engine_is_silent() -> No
     finally:
         client.close()
         server.close()
+
+
+# -- TLS: always verified, with the team's own CA in ca_bundle -------------------------
+
+
+def _make_certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a certificate for 127.0.0.1, made as docs/remote.md shows."""
+    import subprocess
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-sha256",
+        "-days",
+        "2",
+        "-nodes",
+        "-keyout",
+        "team-ca.key",
+        "-out",
+        "team-ca.pem",
+        "-subj",
+        "/CN=team LLM CA",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    )
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "team-ca.pem", "-CAkey", "team-ca.key",
+            "-CAcreateserial", "-days", "2", "-sha256", "-out", "server.crt",
+            "-extfile", "san.ext")  # fmt: skip
+    return folder / "team-ca.pem", folder / "server.crt", folder / "server.key"
+
+
+def test_tls_is_verified_and_a_ca_bundle_adds_the_teams_ca(tmp_path: Path) -> None:
+    import json
+    import ssl
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from qwend.backends.remote.client import Endpoint, EngineClient
+
+    ca, cert, key = _make_certificates(tmp_path)
+
+    class Models(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"data": [{"id": "m", "max_model_len": 1024}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Models)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}"
+    try:
+        trusted = EngineClient(Endpoint(url, "m", 5.0, 5.0, 1, ca_bundle=str(ca)), None)
+        probe = trusted.probe()
+        trusted.close()
+        assert (probe.reachable, probe.max_model_len, probe.error) == (True, 1024, None)
+
+        untrusted = EngineClient(Endpoint(url, "m", 5.0, 5.0, 1), None)
+        probe = untrusted.probe()
+        assert not probe.reachable and probe.error is not None
+        assert probe.error.startswith(f"remote engine unreachable at {url}: ")
+        assert "CERTIFICATE_VERIFY_FAILED" in probe.error
+        with pytest.raises(RemoteUnreachable) as info:
+            untrusted.tokenize("x")
+        assert "ca_bundle" in info.value.hint
+        untrusted.close()
+    finally:
+        server.shutdown()
+        server.server_close()
