@@ -331,6 +331,24 @@ async def test_a_silent_stream_does_not_hold_up_another(make_engine: Any) -> Non
     assert backend.closed == ["talks", "silent"]  # closing the job closed its stream
 
 
+class UncountedBackend(TextBackend):
+    """tokenizer = "none": nothing here can count, so the engine behind checks the window."""
+
+    @property
+    def has_tokenizer(self) -> bool:
+        return False
+
+    def tokenize(self, text: str) -> list[int]:
+        raise AssertionError("a backend without a tokenizer is never asked to count")
+
+
+async def test_without_a_tokenizer_the_prompt_goes_uncounted(make_engine: Any) -> None:
+    engine: Engine = make_engine(UncountedBackend(["ok"]))
+    job = await engine.submit(request("x" * 1000))  # longer than the 256-token window here
+    assert await job.text() == "ok"
+    assert job.usage["prompt_tokens"] == 0
+
+
 # -- qwend status ------------------------------------------------------------------
 
 
