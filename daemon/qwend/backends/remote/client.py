@@ -194,7 +194,7 @@ class EngineClient:
         cards = [card for card in listed if isinstance(card, dict)]
         served = tuple(str(card.get("id")) for card in cards)
         ours = next((card for card in cards if card.get("id") == self.endpoint.model), None)
-        limit = ours.get("max_model_len") if ours is not None else None  # vLLM and SGLang say
+        limit = ours.get("max_model_len") if ours is not None else None  # vLLM lists it
         error: str | None = None
         if ours is None:
             error = (
@@ -210,7 +210,7 @@ class EngineClient:
     def tokenize(self, text: str) -> list[int]:
         """Token ids from the engine's own tokenize endpoint. Raises RemoteEngineError.
 
-        Engines disagree on its path and body: vLLM and SGLang take
+        Engines disagree on its path and body: vLLM takes
         ``/tokenize {model, prompt}``, llama.cpp's server ``/tokenize
         {content}``, llama-cpp-python ``/extras/tokenize {input}``. The first
         call finds which one answers; later calls use it directly.
