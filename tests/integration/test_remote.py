@@ -317,3 +317,19 @@ def test_engine_tokenizer_counts_with_the_engines_endpoint(
 def test_no_connection_leaves_the_machine(daemon: Daemon) -> None:
     guard = daemon.netguard_log
     assert not guard.exists() or not guard.read_text().strip(), guard.read_text()
+
+
+def test_serve_refuses_a_key_file_others_can_read(model_dir: Path, workdir: Path) -> None:
+    folder = workdir / "public-key"
+    folder.mkdir()
+    key = key_file(folder, API_KEY)
+    key.chmod(0o644)
+    config = remote_config("http://127.0.0.1:9", model_dir, api_key_file=str(key))
+    refused = remote_daemon(workdir / "refused", "http://127.0.0.1:9", config)
+    process = refused.start().process
+    assert process is not None
+    assert process.wait(timeout=60) == 1
+    log = refused.log()
+    assert "is readable by others (mode 0644)" in log and f"chmod 600 {key}" in log
+    assert API_KEY not in log
+    assert not refused.socket.exists()  # refused before the socket was bound
