@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from qwend import __version__, paths
 from qwend.client import DaemonClient
-from qwend.errors import DaemonUnavailable, QwendError
+from qwend.errors import DaemonUnavailable, QwendError, UntrustedSocket
 from qwend.states import STATUS_EXIT_CODES
 
 EXIT_UNREACHABLE: Final = 2
@@ -144,19 +144,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     socket_path = _socket(args)
     try:
         _, status = DaemonClient(socket_path, timeout=args.timeout).request("GET", "/v1/status")
-    except DaemonUnavailable as exc:
+    except (DaemonUnavailable, UntrustedSocket) as exc:
+        state = "untrusted" if isinstance(exc, UntrustedSocket) else "unreachable"
         if args.json:
             print(
                 json.dumps(
                     {
-                        "state": "unreachable",
+                        "state": state,
                         "socket": str(socket_path),
                         "error": exc.to_dict()["error"],
                     }
                 )
             )
         else:
-            print(f"qwend: unreachable\n  {exc}")
+            print(f"qwend: {state}\n  {exc}")
         return EXIT_UNREACHABLE
     state = str(status.get("model", {}).get("state", "failed"))
     print(json.dumps(status, indent=2) if args.json else format_status(status))

@@ -33,7 +33,8 @@ Neither ever holds a traceback.
     └── DaemonError                                      (CLI side: the daemon process)
         ├── DaemonUnavailable    daemon_unavailable      exit 2
         ├── AlreadyRunning       already_running         exit 2
-        └── SocketPathError      socket_path_invalid     exit 2
+        ├── SocketPathError      socket_path_invalid     exit 2
+        └── UntrustedSocket      socket_untrusted        exit 2 (another user's socket)
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ __all__ = [
     "RevisionNotFound",
     "ShuttingDown",
     "SocketPathError",
+    "UntrustedSocket",
 ]
 
 
@@ -244,3 +246,13 @@ class AlreadyRunning(DaemonError):
 
 class SocketPathError(DaemonError):
     code = "socket_path_invalid"
+
+
+class UntrustedSocket(DaemonError):
+    """The socket's directory or its listener belongs to another user: nothing is sent.
+
+    Raised by the clients (qwend.trust) before the first byte, so a socket
+    planted at the ``/tmp`` fallback path never receives a prompt.
+    """
+
+    code = "socket_untrusted"

@@ -145,8 +145,9 @@ async def test_peer_of_another_uid_is_refused(
     served: tuple[Path, FakeService], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, service = served
-    real_uid = os.getuid()
-    monkeypatch.setattr(app_module.os, "getuid", lambda: real_uid + 1)
+    # The kernel's answer for the peer: another user (the client's own check
+    # of the listener, qwend.trust, sees the real, equal uids and lets it through).
+    monkeypatch.setattr(app_module, "peer_uid", lambda sock: os.getuid() + 1)
     status, body = await _request(path, "POST", "/v1/completions", {"prompt": "x"})
     assert (status, body["error"]["code"]) == (403, "forbidden")
     assert service.seen == []

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import socket
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -41,13 +40,13 @@ from qwend.protocol import (
 )
 from qwend.responses import ChatShape, CompletionShape, Shape, TaskShape
 from qwend.states import SERVING_STATES
+from qwend.trust import peer_uid
 
 log = logging.getLogger(__name__)
 
 SERVICE: Final = web.AppKey("service", Service)
 METRICS: Final = web.AppKey("metrics", Metrics)
 HARD_MAX_BODY_BYTES: Final = 64 * 2**20  # config's ceiling; the live limit is checked per request
-PEER_CRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -140,12 +139,8 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> QwendE
 async def same_user_only(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse peers of another uid (behind the socket's 0600 mode)."""
     sock = request.transport.get_extra_info("socket") if request.transport else None
-    if sock is not None and sock.family == socket.AF_UNIX:
-        _pid, uid, _gid = PEER_CRED.unpack(
-            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEER_CRED.size)
-        )
-        if uid != os.getuid():
-            raise Forbidden("this daemon serves only the user who started it")
+    if sock is not None and sock.family == socket.AF_UNIX and peer_uid(sock) != os.getuid():
+        raise Forbidden("this daemon serves only the user who started it")
     return await handler(request)
 
 
