@@ -77,10 +77,14 @@ def _serve_detached(args: argparse.Namespace) -> int:
             command += [f"--{flag}", value]
     if args.no_watch:
         command.append("--no-watch")
-    with log_file.open("ab") as log:
+    # Never through a planted symlink or FIFO; 0600 whatever the umask.
+    log = paths.open_state_file(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
         )
+    finally:
+        os.close(log)
     print(f"qwend: daemon started (pid {process.pid}), log {log_file}")
     client = DaemonClient(_socket(args), timeout=2.0)
     deadline = time.monotonic() + args.wait

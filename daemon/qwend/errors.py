@@ -34,7 +34,8 @@ Neither ever holds a traceback.
         ├── DaemonUnavailable    daemon_unavailable      exit 2
         ├── AlreadyRunning       already_running         exit 2
         ├── SocketPathError      socket_path_invalid     exit 2
-        └── UntrustedSocket      socket_untrusted        exit 2 (another user's socket)
+        ├── UntrustedSocket      socket_untrusted        exit 2 (another user's socket)
+        └── UnsafePath           unsafe_path             exit 2 (a planted lock or log)
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ __all__ = [
     "RevisionNotFound",
     "ShuttingDown",
     "SocketPathError",
+    "UnsafePath",
     "UntrustedSocket",
 ]
 
@@ -256,3 +258,9 @@ class UntrustedSocket(DaemonError):
     """
 
     code = "socket_untrusted"
+
+
+class UnsafePath(DaemonError):
+    """A state file (the lock, the log) is a symlink, not a regular file, or another user's."""
+
+    code = "unsafe_path"

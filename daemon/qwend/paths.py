@@ -6,6 +6,7 @@ request field: every path comes from the environment, the config or the CLI.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -13,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Final
 
-from qwend.errors import SocketPathError
+from qwend.errors import SocketPathError, UnsafePath
 
 APP: Final = "qwend"
 SOCKET_NAME: Final = "qwend.sock"
@@ -21,6 +22,9 @@ LOCK_NAME: Final = "qwend.lock"
 LOG_NAME: Final = "qwend.log"
 MAX_SOCKET_PATH_BYTES: Final = 107  # sun_path is 108 bytes on Linux, one for the NUL
 PRIVATE_DIR_MODE: Final = 0o700  # only the owner may reach the socket inside
+PRIVATE_FILE_MODE: Final = 0o600  # state files: the lock (holds the pid) and the log
+# Never follow a planted link; never block on a planted FIFO (checked by fstat after).
+STATE_FILE_FLAGS: Final = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 SHIPPED_CONFIG_NAME: Final = "qwend.toml"
 
 
@@ -107,6 +111,43 @@ def ensure_private_dir(path: Path) -> None:
         )
     if stat.S_IMODE(info.st_mode) != PRIVATE_DIR_MODE:
         os.chmod(path, PRIVATE_DIR_MODE)
+
+
+def open_state_file(path: Path, flags: int) -> int:
+    """Open one of qwend's state files (the lock, the log) and return the descriptor.
+
+    The contract, against a file planted by someone else: a symlink is never
+    followed (O_NOFOLLOW), a FIFO or device is refused without blocking, and
+    the file must be a regular file owned by this user. A file created here is
+    0600 whatever the umask; an existing one of ours with a wider mode is
+    narrowed. Raises UnsafePath, or the OSError of the open for the caller.
+    """
+    try:
+        fd = os.open(path, flags | STATE_FILE_FLAGS, PRIVATE_FILE_MODE)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):  # a symlink; a FIFO nobody reads
+            raise _unsafe(path, "a symlink" if exc.errno == errno.ELOOP else "a FIFO") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _unsafe(path, "not a regular file")
+        if info.st_uid != os.getuid():
+            raise _unsafe(path, f"owned by another user (uid {info.st_uid})")
+        if stat.S_IMODE(info.st_mode) & ~PRIVATE_FILE_MODE:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _unsafe(path: Path, what: str) -> UnsafePath:
+    return UnsafePath(
+        f"refusing to open {path}: it is {what}",
+        hint=f"remove {path} if you did not create it; qwend recreates it",
+    )
 
 
 def shipped_config_path() -> Path:
