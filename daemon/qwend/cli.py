@@ -70,7 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_detached(args: argparse.Namespace) -> int:
     log_file = Path(args.log_file) if args.log_file else paths.log_path()
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    paths.ensure_log_dir(log_file)  # 0700 whatever the umask
     command = [sys.executable, "-m", "qwend", "serve"]
     for flag in ("config", "socket", "model"):
         if value := getattr(args, flag):

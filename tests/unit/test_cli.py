@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import socketserver
+import stat
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -250,3 +252,16 @@ def test_status_json_passes_the_body_through(
     path = serve_status(SAMPLE_STATUS)
     assert cli.main(["status", "--json", "--socket", str(path)]) == 0
     assert json.loads(capsys.readouterr().out) == SAMPLE_STATUS
+
+
+def test_serve_detach_keeps_the_state_dir_and_log_private_under_umask_0(
+    xdg: Path, short_tmp: Path, umask0: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The default GPU profile on this CPU test run (or a missing model): the daemon
+    # starts, writes its refusal to the log and exits 1.
+    code = cli.main(["serve", "--detach", "--socket", str(short_tmp / "q.sock"), "--wait", "60"])
+    assert code == 1
+    assert "the daemon exited with code 1" in capsys.readouterr().err
+    state_dir = xdg / "state" / "qwend"
+    assert stat.S_IMODE(os.lstat(state_dir).st_mode) == 0o700
+    assert stat.S_IMODE(os.lstat(state_dir / "qwend.log").st_mode) == 0o600
