@@ -69,6 +69,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _serve_detached(args: argparse.Namespace) -> int:
+    from qwend.server.unix_socket import refuse_if_running
+
+    # Refused here, as the foreground form refuses: the child would say it only in the log.
+    # (A daemon that takes the lock in between makes the child exit 2, reported below.)
+    refuse_if_running(_socket(args))
     log_file = Path(args.log_file) if args.log_file else paths.log_path()
     paths.ensure_log_dir(log_file)  # 0700 whatever the umask
     command = [sys.executable, "-m", "qwend", "serve"]

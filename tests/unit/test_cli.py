@@ -265,3 +265,21 @@ def test_serve_detach_keeps_the_state_dir_and_log_private_under_umask_0(
     state_dir = xdg / "state" / "qwend"
     assert stat.S_IMODE(os.lstat(state_dir).st_mode) == 0o700
     assert stat.S_IMODE(os.lstat(state_dir / "qwend.log").st_mode) == 0o600
+
+
+def test_serve_detach_refuses_while_a_daemon_runs(
+    xdg: Path, short_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qwend.server.unix_socket import InstanceLock
+
+    socket_path = short_tmp / "run" / "q.sock"
+    lock = InstanceLock(socket_path)  # what a running daemon holds
+    lock.acquire()
+    try:
+        code = cli.main(["serve", "--detach", "--socket", str(socket_path), "--wait", "60"])
+    finally:
+        lock.release()
+    captured = capsys.readouterr()
+    assert code == 2
+    assert f"already running (pid {os.getpid()})" in captured.err
+    assert "daemon started" not in captured.out

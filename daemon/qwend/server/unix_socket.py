@@ -41,11 +41,7 @@ class InstanceLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            pid = read_lock_pid(self.path)
-            raise AlreadyRunning(
-                f"a qwend daemon is already running on this socket (pid {pid})",
-                hint="use it, stop it with `qwend stop`, or pass another --socket",
-            ) from None
+            raise already_running(self.path) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
@@ -55,6 +51,21 @@ class InstanceLock:
             os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing drops the flock
             self._fd = None
+
+
+def already_running(lock_path: Path) -> AlreadyRunning:
+    """The one refusal for a socket that a live daemon holds, foreground or --detach."""
+    return AlreadyRunning(
+        f"a qwend daemon is already running (pid {read_lock_pid(lock_path)}) on this socket",
+        hint="use it, stop it with `qwend stop`, or pass another --socket",
+    )
+
+
+def refuse_if_running(socket_path: Path) -> None:
+    """Raise AlreadyRunning if a daemon holds ``socket_path``'s lock now."""
+    lock_path = paths.lock_path_for(socket_path)
+    if lock_is_held(lock_path):
+        raise already_running(lock_path)
 
 
 def read_lock_pid(lock_path: Path) -> int | None:
