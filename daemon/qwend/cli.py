@@ -20,12 +20,15 @@ from typing import Any, Final
 
 from qwend import __version__, paths
 from qwend.client import DaemonClient
-from qwend.errors import DaemonUnavailable, QwendError, UntrustedSocket
+from qwend.errors import BadResponse, DaemonError, DaemonUnavailable, QwendError
 from qwend.states import STATUS_EXIT_CODES
 
 EXIT_UNREACHABLE: Final = 2
 DETACH_POLL_S: Final = 0.25
 STOP_GRACE_S: Final = 5.0  # beyond the daemon's own drain timeout
+STATUS_EXCERPT_CHARS: Final = 200  # of an answer that is not a status, in the error
+# `qwend status --json`'s state when no status came back, by error code.
+STATUS_ERROR_STATES: Final = {"socket_untrusted": "untrusted", "bad_response": "bad_response"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,9 +155,11 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     socket_path = _socket(args)
     try:
-        _, status = DaemonClient(socket_path, timeout=args.timeout).request("GET", "/v1/status")
-    except (DaemonUnavailable, UntrustedSocket) as exc:
-        state = "untrusted" if isinstance(exc, UntrustedSocket) else "unreachable"
+        code, status = DaemonClient(socket_path, timeout=args.timeout).request("GET", "/v1/status")
+        _require_status_shape(socket_path, code, status)
+        text = json.dumps(status, indent=2) if args.json else _formatted(socket_path, status)
+    except DaemonError as exc:
+        state = STATUS_ERROR_STATES.get(exc.code, "unreachable")
         if args.json:
             print(
                 json.dumps(
@@ -168,15 +173,44 @@ def cmd_status(args: argparse.Namespace) -> int:
         else:
             print(f"qwend: {state}\n  {exc}")
         return EXIT_UNREACHABLE
-    state = str(status.get("model", {}).get("state", "failed"))
-    print(json.dumps(status, indent=2) if args.json else format_status(status))
-    return STATUS_EXIT_CODES.get(state, 1)
+    print(text)
+    return STATUS_EXIT_CODES.get(str(status["model"].get("state", "failed")), 1)
+
+
+def _require_status_shape(socket_path: Path, code: int, status: Any) -> None:
+    """Raise BadResponse unless the answer looks like a qwend daemon's /v1/status."""
+    if code == 200 and isinstance(status, dict) and isinstance(status.get("model"), dict):
+        return
+    excerpt = json.dumps(status)[:STATUS_EXCERPT_CHARS]
+    raise BadResponse(
+        f"the socket {socket_path} answered HTTP {code} with something that is not a "
+        f"qwend status: {excerpt}",
+        hint="another program may be listening there; check --socket and `qwend stop`",
+    )
+
+
+def _formatted(socket_path: Path, status: dict[str, Any]) -> str:
+    """format_status, or BadResponse for a status whose fields have unexpected types."""
+    try:
+        return format_status(status)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise BadResponse(
+            f"the status from {socket_path} has a field of an unexpected type ({exc})",
+            hint="is the daemon the same version as this qwend? `qwend status --json` "
+            "shows the raw answer",
+        ) from None
+
+
+def _section(status: dict[str, Any], key: str) -> dict[str, Any]:
+    """A nested object of the status, or {} if the daemon sent something else."""
+    value = status.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def format_status(status: dict[str, Any]) -> str:
-    model = status.get("model", {})
-    queue = status.get("queue", {})
-    perf = status.get("performance", {})
+    model = _section(status, "model")
+    queue = _section(status, "queue")
+    perf = _section(status, "performance")
     state = model.get("state", "?")
     detail = {
         "ready": f"loaded in {model.get('load_seconds') or 0:.1f}s",
@@ -189,7 +223,7 @@ def format_status(status: dict[str, Any]) -> str:
         ("state", f"{state} ({detail})" if detail else state),
         ("model", f"{model.get('name')} ({model.get('backend')}, {status.get('device')})"),
         ("context", f"{model.get('context_length')} tokens"),
-        ("memory", _megabytes(status.get("memory", {}).get("rss_bytes"))),
+        ("memory", _megabytes(_section(status, "memory").get("rss_bytes"))),
         *_gpu_rows(model),
         ("uptime", _duration(status.get("uptime_s", 0))),
         (
@@ -207,7 +241,7 @@ def format_status(status: dict[str, Any]) -> str:
         ("speed", f"{perf.get('tokens_per_second') or '-'} tokens/s"),
         ("socket", status.get("socket", "")),
         ("config", ", ".join(status.get("config_files", []))),
-        ("reload", _last_reload(status.get("config") or {})),
+        ("reload", _last_reload(_section(status, "config"))),
         ("pid", str(status.get("pid", ""))),
     ]
     head = f"qwend {status.get('version', '?')}: {state}"

@@ -135,9 +135,16 @@ def test_model_that_fails_to_load_is_reported(make_daemon: Any, sandbox: Path) -
     assert status == 503
     assert body["error"]["code"] == "model_not_loaded"
     assert "Traceback" not in json.dumps(body)
+    # The damaged files are named with the fix, and the body says where they live nowhere.
+    message = body["error"]["message"]
+    assert "config.json: is not valid JSON" in message
+    assert "model.safetensors: is truncated" in message
+    assert "--force" in message
+    assert str(sandbox) not in json.dumps(body)
     result = daemon.cli("status")
     assert result.returncode == 1
     assert "failed" in result.stdout
+    assert "model.safetensors: is truncated" in result.stdout
 
 
 def test_missing_model_fails_fast_with_the_pull_command(make_daemon: Any, sandbox: Path) -> None:

@@ -283,3 +283,42 @@ def test_serve_detach_refuses_while_a_daemon_runs(
     assert code == 2
     assert f"already running (pid {os.getpid()})" in captured.err
     assert "daemon started" not in captured.out
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ["not", "a", "status"],
+        "a string",
+        {"model": "smollm2-135m"},
+        {"error": {"code": "not_found"}},
+        {**SAMPLE_STATUS, "uptime_s": "a long time"},
+    ],
+)
+def test_status_against_an_unexpected_answer_is_a_clear_error(
+    serve_status: Any, capsys: pytest.CaptureFixture[str], answer: Any
+) -> None:
+    path = serve_status(answer)
+    assert cli.main(["status", "--socket", str(path)]) == 2
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err
+    assert out.out.startswith("qwend: bad_response\n")
+    assert str(path) in out.out
+
+
+def test_status_tolerates_odd_sections(
+    serve_status: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = serve_status({**SAMPLE_STATUS, "queue": ["odd"], "memory": 5, "config": "x"})
+    assert cli.main(["status", "--socket", str(path)]) == 0
+    assert "  queue    0 interactive + 0 background" in capsys.readouterr().out
+
+
+def test_status_json_against_an_unexpected_answer(
+    serve_status: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = serve_status(["odd"])
+    assert cli.main(["status", "--json", "--socket", str(path)]) == 2
+    body = json.loads(capsys.readouterr().out)
+    assert body["state"] == "bad_response"
+    assert body["error"]["code"] == "bad_response"

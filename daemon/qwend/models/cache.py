@@ -33,7 +33,9 @@ def require_model(config: Config) -> None:
     """Raise ModelMissing with the exact pull command if the weights are absent.
 
     Checked for every backend before anything is loaded, so a missing model
-    fails at once instead of deep inside a loader.
+    fails at once instead of deep inside a loader. Damaged files are found by
+    the backend's load (backends.folder.require_complete): the daemon is up by
+    then, so its status and 503 bodies name the file and ``--force``.
     """
     folder = config.model_dir()
     missing = missing_files(folder)
