@@ -60,7 +60,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     user_path = Path(args.config) if args.config else None
     config = load_config(user_path, model_override=args.model)
-    configure_logging()
+    log_file = Path(args.log_file).expanduser() if args.log_file else None
+    if log_file is not None:
+        paths.ensure_log_dir(log_file)
+    log_health = configure_logging(log_file)
     socket_path = Path(args.socket).expanduser() if args.socket else config.socket_path()
     return serve(
         config,
@@ -68,6 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         user_path=user_path,
         model_override=args.model,
         watch=not args.no_watch,
+        log_health=log_health,
     )
 
 
@@ -79,7 +83,9 @@ def _serve_detached(args: argparse.Namespace) -> int:
     refuse_if_running(_socket(args))
     log_file = Path(args.log_file) if args.log_file else paths.log_path()
     paths.ensure_log_dir(log_file)  # 0700 whatever the umask
-    command = [sys.executable, "-m", "qwend", "serve"]
+    # The daemon writes its log itself, so a failing log falls back instead of failing it;
+    # its stdout and stderr go to the same file for what comes before logging starts.
+    command = [sys.executable, "-m", "qwend", "serve", "--log-file", str(log_file)]
     for flag in ("config", "socket", "model"):
         if value := getattr(args, flag):
             command += [f"--{flag}", value]
@@ -242,10 +248,27 @@ def format_status(status: dict[str, Any]) -> str:
         ("socket", status.get("socket", "")),
         ("config", ", ".join(status.get("config_files", []))),
         ("reload", _last_reload(_section(status, "config"))),
+        *_log_rows(status.get("log")),
         ("pid", str(status.get("pid", ""))),
     ]
     head = f"qwend {status.get('version', '?')}: {state}"
     return "\n".join([head, *(f"  {name:<9}{value}" for name, value in rows)])
+
+
+def _log_rows(log: Any) -> list[tuple[str, str]]:
+    """Where the log goes, and loudly when writing it fails (absent on older daemons)."""
+    if not isinstance(log, dict):
+        return []
+    if log.get("state") != "failing":
+        return [("log", str(log.get("target")))]
+    since = time.strftime("%H:%M:%S", time.localtime(float(log.get("failing_since") or 0)))
+    return [
+        (
+            "log",
+            f"FAILING: writing {log.get('target')} fails ({log.get('error')}) since {since}; "
+            f"{log.get('lines_not_written')} lines went to {log.get('fallback') or 'nowhere'}",
+        )
+    ]
 
 
 def _gpu_rows(model: dict[str, Any]) -> list[tuple[str, str]]:
@@ -477,7 +500,10 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="run the daemon")
     serve.add_argument("--model", help="resident model profile (overrides daemon.model)")
     serve.add_argument("--detach", action="store_true", help="run in the background")
-    serve.add_argument("--log-file", help="log file for --detach (default: XDG state dir)")
+    serve.add_argument(
+        "--log-file",
+        help="log to this file (stderr if it fails); --detach defaults to the XDG state dir",
+    )
     serve.add_argument(
         "--no-watch", action="store_true", help="do not watch the config files for edits"
     )

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from qwend import logsink
 from qwend.backends import create_backend
 from qwend.backends.base import Backend
 from qwend.config import Config
@@ -28,6 +29,7 @@ from qwend.config.reload import Reloader
 from qwend.config.watch import ConfigWatcher
 from qwend.engine.engine import Engine
 from qwend.engine.service import InferenceService
+from qwend.logsink import LogHealth
 from qwend.metrics import Metrics
 from qwend.models.cache import require_model
 from qwend.paths import check_socket_path, ensure_private_dir
@@ -38,12 +40,11 @@ log = logging.getLogger(__name__)
 
 ENGINE_STOP_TIMEOUT_S: Final = 5.0  # one generation step is far shorter
 CANCEL_GRACE_S: Final = 2.0  # after the drain: how long cancelled handlers get to unwind
-LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+def configure_logging(log_file: Path | None = None) -> LogHealth:
+    """Log to ``log_file`` (falling back to stderr) or to stderr; never fail on a write."""
+    return logsink.install(log_file)
 
 
 def serve(
@@ -53,6 +54,7 @@ def serve(
     user_path: Path | None = None,
     model_override: str | None = None,
     watch: bool = True,
+    log_health: LogHealth | None = None,
 ) -> int:
     """Run the daemon in the foreground until SIGTERM; return the exit code.
 
@@ -79,7 +81,7 @@ def serve(
             socket_path,
             ", ".join(str(p) for p in config.files),
         )
-        options = _Options(user_path, model_override, watch)
+        options = _Options(user_path, model_override, watch, log_health)
         asyncio.run(_serve(config, backend, sock, socket_path, options))
     finally:
         if sock is not None:
@@ -95,6 +97,7 @@ class _Options:
     user_path: Path | None
     model_override: str | None
     watch: bool
+    log_health: LogHealth | None
 
 
 async def _serve(
@@ -113,6 +116,8 @@ async def _serve(
     reloader = Reloader(service, user_path=options.user_path, model_override=options.model_override)
     service.reload_status = reloader.status
     service.reload_now = lambda: _reload_dict(reloader, "api")
+    if options.log_health is not None:
+        service.log_status = options.log_health.snapshot
 
     def on_config_edit() -> None:  # on the watcher's thread
         loop.call_soon_threadsafe(_spawn_reload, reloader)

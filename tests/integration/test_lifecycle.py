@@ -232,3 +232,37 @@ def test_concurrent_clients_all_answered(make_daemon: Any, model_dir: Path) -> N
     for thread in threads:
         thread.join(timeout=120)
     assert results == [200] * 6
+
+
+def test_a_full_disk_under_the_log_never_stops_the_daemon(
+    make_daemon: Any, model_dir: Path
+) -> None:
+    """stdout and stderr (the log) on /dev/full: every write fails with ENOSPC."""
+    daemon: Daemon = make_daemon(smollm2_config(model_dir))
+    with open("/dev/full", "wb") as full:
+        daemon.process = subprocess.Popen(
+            daemon.command(
+                "serve", "--config", str(daemon.config_path), "--socket", str(daemon.socket)
+            ),
+            env=daemon.env,
+            stdout=full,
+            stderr=full,
+            stdin=subprocess.DEVNULL,
+        )
+    deadline = time.monotonic() + 120
+    while daemon.health() not in ("ready", "failed"):
+        assert daemon.process.poll() is None, "the daemon died"
+        assert time.monotonic() < deadline, "the daemon never became ready"
+        time.sleep(0.1)
+    assert daemon.health() == "ready"  # the model loaded despite the writes failing
+    code, answer = daemon.client().request(
+        "POST", "/v1/completions", {"prompt": "def f():", "max_tokens": 4}
+    )
+    assert code == 200 and answer["usage"]["completion_tokens"] >= 1
+    _, status = daemon.client().request("GET", "/v1/status")
+    assert status["log"]["state"] == "failing"
+    assert status["log"]["error"] == "No space left on device"
+    assert status["log"]["lines_not_written"] >= 1
+    result = daemon.cli("status")
+    assert result.returncode == 0
+    assert "FAILING: writing stderr fails (No space left on device)" in result.stdout

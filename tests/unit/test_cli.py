@@ -322,3 +322,20 @@ def test_status_json_against_an_unexpected_answer(
     body = json.loads(capsys.readouterr().out)
     assert body["state"] == "bad_response"
     assert body["error"]["code"] == "bad_response"
+
+
+def test_format_status_shows_a_failing_log() -> None:
+    log = {
+        "target": "/home/u/.local/state/qwend/qwend.log",
+        "state": "failing",
+        "error": "No space left on device",
+        "failing_since": 0,
+        "lines_not_written": 37,
+        "fallback": "stderr",
+    }
+    lines = cli.format_status({**SAMPLE_STATUS, "log": log}).splitlines()
+    row = next(line for line in lines if line.startswith("  log "))
+    assert "FAILING: writing /home/u/.local/state/qwend/qwend.log fails" in row
+    assert "(No space left on device)" in row and "37 lines went to stderr" in row
+    ok = cli.format_status({**SAMPLE_STATUS, "log": {**log, "state": "ok"}})
+    assert "  log      /home/u/.local/state/qwend/qwend.log" in ok.splitlines()
