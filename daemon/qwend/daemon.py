@@ -34,6 +34,7 @@ from qwend.metrics import Metrics
 from qwend.models.cache import require_model
 from qwend.paths import check_socket_path, ensure_private_dir
 from qwend.server.app import IN_FLIGHT, build_app
+from qwend.server.stalls import WriteWatchdog, runner_options
 from qwend.server.unix_socket import InstanceLock, bind_private_socket
 
 log = logging.getLogger(__name__)
@@ -126,11 +127,14 @@ async def _serve(
     app = build_app(service, metrics)
     runner = web.AppRunner(
         app,
-        handler_cancellation=True,  # a client that disconnects cancels its handler
         shutdown_timeout=CANCEL_GRACE_S,  # draining happens before, under the live timeout
         access_log=None,
+        **runner_options(settings.server.idle_timeout_s),  # stalled clients (server/stalls.py)
     )
     await runner.setup()
+    assert runner.server is not None  # set by setup()
+    stalls = WriteWatchdog(runner.server, lambda: service.config.settings.server.write_timeout_s)
+    stalls.start()
     site = web.SockSite(runner, sock, shutdown_timeout=CANCEL_GRACE_S)
     await site.start()
     engine.start(preload=settings.daemon.preload)
@@ -151,6 +155,7 @@ async def _serve(
     await site.stop()  # no new connections; the ones open finish their requests
     if not await app[IN_FLIGHT].wait_idle(drain_s):
         log.warning("drain timed out: cancelling %d requests", app[IN_FLIGHT].count)
+    await stalls.stop()
     await runner.cleanup()
     await asyncio.to_thread(engine.close, ENGINE_STOP_TIMEOUT_S)
 

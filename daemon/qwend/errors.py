@@ -17,6 +17,7 @@ telling a client where the user's home, cache or model folder is.
     │   ├── MethodNotAllowed     method_not_allowed      405
     │   ├── ModelNotFound        model_not_found         404
     │   ├── PayloadTooLarge      payload_too_large       413
+    │   ├── RequestTimeout       request_timeout         408
     │   ├── ContextLengthExceeded context_length_exceeded 400
     │   └── Forbidden            forbidden               403
     ├── EngineError                                      (the model could not serve it)
@@ -78,6 +79,7 @@ __all__ = [
     "RepoGated",
     "RepoNotFound",
     "RequestError",
+    "RequestTimeout",
     "RevisionNotFound",
     "ShuttingDown",
     "SocketPathError",
@@ -174,6 +176,13 @@ class ModelNotFound(RequestError):
 class PayloadTooLarge(RequestError):
     code = "payload_too_large"
     http_status = 413
+
+
+class RequestTimeout(RequestError):
+    """The request body did not arrive within ``server.read_timeout_s``."""
+
+    code = "request_timeout"
+    http_status = 408
 
 
 class ContextLengthExceeded(RequestError):

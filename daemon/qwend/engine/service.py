@@ -148,6 +148,9 @@ class InferenceService:
     def max_body_bytes(self) -> int:
         return self.config.settings.server.max_body_bytes
 
+    def read_timeout_s(self) -> float:
+        return self.config.settings.server.read_timeout_s
+
     async def reload(self) -> dict[str, Any]:
         if self.reload_now is None:
             raise NotFound("config reloading is not enabled in this daemon")

@@ -27,6 +27,7 @@ from qwend.errors import (
     NotFound,
     PayloadTooLarge,
     QwendError,
+    RequestTimeout,
 )
 from qwend.metrics import Metrics
 from qwend.protocol import (
@@ -102,6 +103,8 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
     except QwendError as exc:
         outcome = exc.code
         response = json_error(exc)
+        if isinstance(exc, RequestTimeout):
+            response.force_close()  # the rest of the body may never come: no keep-alive
     except web.HTTPException as exc:
         error = _from_http_exception(request, exc)
         outcome = error.code
@@ -145,11 +148,25 @@ async def same_user_only(request: web.Request, handler: Handler) -> web.StreamRe
 
 
 async def _read(request: web.Request) -> bytes:
-    """The body, within the configured limit (which a reload may change)."""
-    limit = request.app[SERVICE].max_body_bytes()
+    """The body, within the configured size and time limits (which a reload may change).
+
+    A client that sends headers and then stops (or trickles the body) gets
+    408 request_timeout after ``server.read_timeout_s``, instead of holding
+    its connection forever.
+    """
+    service = request.app[SERVICE]
+    limit = service.max_body_bytes()
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
-    raw = await request.read()
+    timeout_s = service.read_timeout_s()
+    try:
+        async with asyncio.timeout(timeout_s):
+            raw = await request.read()
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {timeout_s:g}s",
+            hint="send the whole body at once, or raise server.read_timeout_s",
+        ) from None
     if len(raw) > limit:
         raise _too_large(limit)
     return raw
