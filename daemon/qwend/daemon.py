@@ -6,6 +6,12 @@ the socket is bound before the model loads, so /health can say "loading";
 SIGTERM stops accepting, lets in-flight requests finish for
 ``server.shutdown_timeout_s``, then cancels the rest and exits 0. A second
 SIGTERM or Ctrl-C exits at once.
+
+Cancelling past the drain ends the *jobs*, not the connections: the engine
+stops every generation (and every queued one) with finish_reason
+"cancelled", so a stream still gets its last chunk and ``data: [DONE]`` and a
+whole answer its partial text, as clients are promised (docs/errors.md).
+Only then are the connections closed.
 """
 
 from __future__ import annotations
@@ -155,9 +161,12 @@ async def _serve(
     await site.stop()  # no new connections; the ones open finish their requests
     if not await app[IN_FLIGHT].wait_idle(drain_s):
         log.warning("drain timed out: cancelling %d requests", app[IN_FLIGHT].count)
+    # Every job ends now as "cancelled"; the handlers send what they have and finish.
+    await asyncio.to_thread(engine.close, ENGINE_STOP_TIMEOUT_S)
+    if not await app[IN_FLIGHT].wait_idle(CANCEL_GRACE_S):
+        log.warning("%d requests did not finish after cancelling", app[IN_FLIGHT].count)
     await stalls.stop()
     await runner.cleanup()
-    await asyncio.to_thread(engine.close, ENGINE_STOP_TIMEOUT_S)
 
 
 _reload_tasks: set[asyncio.Task[Any]] = set()  # strong references until each finishes

@@ -266,3 +266,44 @@ def test_a_full_disk_under_the_log_never_stops_the_daemon(
     result = daemon.cli("status")
     assert result.returncode == 0
     assert "FAILING: writing stderr fails (No space left on device)" in result.stdout
+
+
+def test_drain_past_the_timeout_ends_requests_as_cancelled(
+    make_daemon: Any, model_dir: Path
+) -> None:
+    """Past shutdown_timeout_s, a running stream gets a last chunk and [DONE], and a
+    queued whole request its (here empty) partial answer, both "cancelled"."""
+    daemon: Daemon = make_daemon(smollm2_config(model_dir, shutdown_timeout_s=1.0))
+    daemon.start().wait_for("ready")
+    client = daemon.client(timeout=120)
+    body = {"prompt": "Once upon a time", "max_tokens": 4000, "temperature": 0, "stream": True}
+    connection, response = client._open("POST", "/v1/completions", body)
+    first = response.readline()
+    assert first.startswith(b"data: ")
+    plain: dict[str, Any] = {}
+
+    def whole() -> None:  # queued behind the stream (one generation at a time on the CPU)
+        plain["answer"] = daemon.client(timeout=120).request(
+            "POST", "/v1/completions", {"prompt": "def f():", "max_tokens": 4000}
+        )
+
+    waiter = threading.Thread(target=whole)
+    waiter.start()
+    deadline = time.monotonic() + 60
+    while daemon.client().request("GET", "/v1/status")[1]["queue"]["interactive"] < 1:
+        assert time.monotonic() < deadline, "the second request never queued"
+        time.sleep(0.05)
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGTERM)
+    rest = response.read()  # until the daemon closes the stream
+    connection.close()
+    waiter.join(60)
+    events = [line[len(b"data: ") :] for line in rest.split(b"\n") if line.startswith(b"data: ")]
+    assert events[-1] == b"[DONE]"
+    last = json.loads(events[-2])
+    assert last["choices"][0]["finish_reason"] == "cancelled"
+    status, answer = plain["answer"]
+    assert status == 200
+    assert answer["choices"][0]["finish_reason"] == "cancelled"
+    assert answer["choices"][0]["text"] == ""  # it never ran: an empty partial answer
+    assert daemon.process.wait(timeout=30) == 0
