@@ -168,12 +168,12 @@ def install(log_file: Path | None) -> LogHealth:
         fd = open_state_file(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         health = LogHealth(str(log_file), "stderr")
         handler = ResilientHandler(fd, health, STDERR_FD)
-        sys.stderr = GuardedStream(sys.stderr, None)  # type: ignore[assignment]
+        sys.stderr = GuardedStream(sys.stderr, None)
     else:
         health = LogHealth("stderr", None)
         handler = ResilientHandler(STDERR_FD, health, None)
-        sys.stderr = GuardedStream(sys.stderr, health)  # type: ignore[assignment]
-    sys.stdout = GuardedStream(sys.stdout, None)  # type: ignore[assignment]
+        sys.stderr = GuardedStream(sys.stderr, health)
+    sys.stdout = GuardedStream(sys.stdout, None)
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
