@@ -20,12 +20,15 @@ from typing import Any, Final
 
 from qwend import __version__, paths
 from qwend.client import DaemonClient
-from qwend.errors import DaemonUnavailable, QwendError
+from qwend.errors import BadResponse, DaemonError, DaemonUnavailable, QwendError
 from qwend.states import STATUS_EXIT_CODES
 
 EXIT_UNREACHABLE: Final = 2
 DETACH_POLL_S: Final = 0.25
 STOP_GRACE_S: Final = 5.0  # beyond the daemon's own drain timeout
+STATUS_EXCERPT_CHARS: Final = 200  # of an answer that is not a status, in the error
+# `qwend status --json`'s state when no status came back, by error code.
+STATUS_ERROR_STATES: Final = {"socket_untrusted": "untrusted", "bad_response": "bad_response"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +60,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     user_path = Path(args.config) if args.config else None
     config = load_config(user_path, model_override=args.model)
-    configure_logging()
+    log_file = Path(args.log_file).expanduser() if args.log_file else None
+    if log_file is not None:
+        paths.ensure_log_dir(log_file)
+    log_health = configure_logging(log_file)
     socket_path = Path(args.socket).expanduser() if args.socket else config.socket_path()
     return serve(
         config,
@@ -65,22 +71,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
         user_path=user_path,
         model_override=args.model,
         watch=not args.no_watch,
+        log_health=log_health,
     )
 
 
 def _serve_detached(args: argparse.Namespace) -> int:
+    from qwend.server.unix_socket import refuse_if_running
+
+    # Refused here, as the foreground form refuses: the child would say it only in the log.
+    # (A daemon that takes the lock in between makes the child exit 2, reported below.)
+    refuse_if_running(_socket(args))
     log_file = Path(args.log_file) if args.log_file else paths.log_path()
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "qwend", "serve"]
+    paths.ensure_log_dir(log_file)  # 0700 whatever the umask
+    # The daemon writes its log itself, so a failing log falls back instead of failing it;
+    # its stdout and stderr go to the same file for what comes before logging starts.
+    command = [sys.executable, "-m", "qwend", "serve", "--log-file", str(log_file)]
     for flag in ("config", "socket", "model"):
         if value := getattr(args, flag):
             command += [f"--{flag}", value]
     if args.no_watch:
         command.append("--no-watch")
-    with log_file.open("ab") as log:
+    # Never through a planted symlink or FIFO; 0600 whatever the umask.
+    log = paths.open_state_file(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
         )
+    finally:
+        os.close(log)
     print(f"qwend: daemon started (pid {process.pid}), log {log_file}")
     client = DaemonClient(_socket(args), timeout=2.0)
     deadline = time.monotonic() + args.wait
@@ -143,30 +161,62 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     socket_path = _socket(args)
     try:
-        _, status = DaemonClient(socket_path, timeout=args.timeout).request("GET", "/v1/status")
-    except DaemonUnavailable as exc:
+        code, status = DaemonClient(socket_path, timeout=args.timeout).request("GET", "/v1/status")
+        _require_status_shape(socket_path, code, status)
+        text = json.dumps(status, indent=2) if args.json else _formatted(socket_path, status)
+    except DaemonError as exc:
+        state = STATUS_ERROR_STATES.get(exc.code, "unreachable")
         if args.json:
             print(
                 json.dumps(
                     {
-                        "state": "unreachable",
+                        "state": state,
                         "socket": str(socket_path),
                         "error": exc.to_dict()["error"],
                     }
                 )
             )
         else:
-            print(f"qwend: unreachable\n  {exc}")
+            print(f"qwend: {state}\n  {exc}")
         return EXIT_UNREACHABLE
-    state = str(status.get("model", {}).get("state", "failed"))
-    print(json.dumps(status, indent=2) if args.json else format_status(status))
-    return STATUS_EXIT_CODES.get(state, 1)
+    print(text)
+    return STATUS_EXIT_CODES.get(str(status["model"].get("state", "failed")), 1)
+
+
+def _require_status_shape(socket_path: Path, code: int, status: Any) -> None:
+    """Raise BadResponse unless the answer looks like a qwend daemon's /v1/status."""
+    if code == 200 and isinstance(status, dict) and isinstance(status.get("model"), dict):
+        return
+    excerpt = json.dumps(status)[:STATUS_EXCERPT_CHARS]
+    raise BadResponse(
+        f"the socket {socket_path} answered HTTP {code} with something that is not a "
+        f"qwend status: {excerpt}",
+        hint="another program may be listening there; check --socket and `qwend stop`",
+    )
+
+
+def _formatted(socket_path: Path, status: dict[str, Any]) -> str:
+    """format_status, or BadResponse for a status whose fields have unexpected types."""
+    try:
+        return format_status(status)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise BadResponse(
+            f"the status from {socket_path} has a field of an unexpected type ({exc})",
+            hint="is the daemon the same version as this qwend? `qwend status --json` "
+            "shows the raw answer",
+        ) from None
+
+
+def _section(status: dict[str, Any], key: str) -> dict[str, Any]:
+    """A nested object of the status, or {} if the daemon sent something else."""
+    value = status.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def format_status(status: dict[str, Any]) -> str:
-    model = status.get("model", {})
-    queue = status.get("queue", {})
-    perf = status.get("performance", {})
+    model = _section(status, "model")
+    queue = _section(status, "queue")
+    perf = _section(status, "performance")
     state = model.get("state", "?")
     detail = {
         "ready": f"loaded in {model.get('load_seconds') or 0:.1f}s",
@@ -179,7 +229,7 @@ def format_status(status: dict[str, Any]) -> str:
         ("state", f"{state} ({detail})" if detail else state),
         ("model", _model_line(model, status)),
         ("context", f"{model.get('context_length')} tokens"),
-        ("memory", _megabytes(status.get("memory", {}).get("rss_bytes"))),
+        ("memory", _megabytes(_section(status, "memory").get("rss_bytes"))),
         *_gpu_rows(model),
         *_engine_rows(model),
         ("uptime", _duration(status.get("uptime_s", 0))),
@@ -198,7 +248,8 @@ def format_status(status: dict[str, Any]) -> str:
         ("speed", f"{perf.get('tokens_per_second') or '-'} tokens/s"),
         ("socket", status.get("socket", "")),
         ("config", ", ".join(status.get("config_files", []))),
-        ("reload", _last_reload(status.get("config") or {})),
+        ("reload", _last_reload(_section(status, "config"))),
+        *_log_rows(status.get("log")),
         ("pid", str(status.get("pid", ""))),
     ]
     head = f"qwend {status.get('version', '?')}: {state}"
@@ -236,6 +287,22 @@ def _engine_rows(model: dict[str, Any]) -> list[tuple[str, str]]:
             "upstream",
             f"{model.get('max_concurrent')} requests at once, tokenizer {model.get('tokenizer')}",
         ),
+    ]
+
+
+def _log_rows(log: Any) -> list[tuple[str, str]]:
+    """Where the log goes, and loudly when writing it fails (absent on older daemons)."""
+    if not isinstance(log, dict):
+        return []
+    if log.get("state") != "failing":
+        return [("log", str(log.get("target")))]
+    since = time.strftime("%H:%M:%S", time.localtime(float(log.get("failing_since") or 0)))
+    return [
+        (
+            "log",
+            f"FAILING: writing {log.get('target')} fails ({log.get('error')}) since {since}; "
+            f"{log.get('lines_not_written')} lines went to {log.get('fallback') or 'nowhere'}",
+        )
     ]
 
 
@@ -468,7 +535,10 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="run the daemon")
     serve.add_argument("--model", help="resident model profile (overrides daemon.model)")
     serve.add_argument("--detach", action="store_true", help="run in the background")
-    serve.add_argument("--log-file", help="log file for --detach (default: XDG state dir)")
+    serve.add_argument(
+        "--log-file",
+        help="log to this file (stderr if it fails); --detach defaults to the XDG state dir",
+    )
     serve.add_argument(
         "--no-watch", action="store_true", help="do not watch the config files for edits"
     )

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from qwend import trust
 from qwend.errors import DaemonUnavailable
 
 
@@ -22,18 +22,16 @@ class _UnixConnection(http.client.HTTPConnection):
         self._path = path
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(str(self._path))
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+        # Checks the directory and the listener's uid before a byte is sent.
+        self.sock = trust.connect(self._path, self.timeout)
 
 
 class DaemonClient:
-    """One request per connection; every transport failure is DaemonUnavailable."""
+    """One request per connection; every transport failure is DaemonUnavailable.
+
+    A socket that another user owns or serves raises UntrustedSocket before
+    anything is sent (qwend.trust).
+    """
 
     def __init__(self, socket_path: Path, timeout: float | None = 5.0) -> None:
         self.socket_path = socket_path

@@ -6,6 +6,12 @@ the socket is bound before the model loads, so /health can say "loading";
 SIGTERM stops accepting, lets in-flight requests finish for
 ``server.shutdown_timeout_s``, then cancels the rest and exits 0. A second
 SIGTERM or Ctrl-C exits at once.
+
+Cancelling past the drain ends the *jobs*, not the connections: the engine
+stops every generation (and every queued one) with finish_reason
+"cancelled", so a stream still gets its last chunk and ``data: [DONE]`` and a
+whole answer its partial text, as clients are promised (docs/errors.md).
+Only then are the connections closed.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from qwend import logsink
 from qwend.backends import create_backend
 from qwend.backends.base import Backend
 from qwend.config import Config
@@ -28,24 +35,23 @@ from qwend.config.reload import Reloader
 from qwend.config.watch import ConfigWatcher
 from qwend.engine.engine import Engine
 from qwend.engine.service import InferenceService
+from qwend.logsink import LogHealth
 from qwend.metrics import Metrics
 from qwend.models.cache import require_model
 from qwend.paths import check_socket_path, ensure_private_dir
 from qwend.server.app import IN_FLIGHT, build_app
+from qwend.server.stalls import WriteWatchdog, runner_options
 from qwend.server.unix_socket import InstanceLock, bind_private_socket
 
 log = logging.getLogger(__name__)
 
 ENGINE_STOP_TIMEOUT_S: Final = 5.0  # one generation step is far shorter
 CANCEL_GRACE_S: Final = 2.0  # after the drain: how long cancelled handlers get to unwind
-LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    # httpx (the remote backend) logs every request and health probe at INFO.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def configure_logging(log_file: Path | None = None) -> LogHealth:
+    """Log to ``log_file`` (falling back to stderr) or to stderr; never fail on a write."""
+    return logsink.install(log_file)
 
 
 def serve(
@@ -55,6 +61,7 @@ def serve(
     user_path: Path | None = None,
     model_override: str | None = None,
     watch: bool = True,
+    log_health: LogHealth | None = None,
 ) -> int:
     """Run the daemon in the foreground until SIGTERM; return the exit code.
 
@@ -81,7 +88,7 @@ def serve(
             socket_path,
             ", ".join(str(p) for p in config.files),
         )
-        options = _Options(user_path, model_override, watch)
+        options = _Options(user_path, model_override, watch, log_health)
         asyncio.run(_serve(config, backend, sock, socket_path, options))
     finally:
         if sock is not None:
@@ -97,6 +104,7 @@ class _Options:
     user_path: Path | None
     model_override: str | None
     watch: bool
+    log_health: LogHealth | None
 
 
 async def _serve(
@@ -115,6 +123,8 @@ async def _serve(
     reloader = Reloader(service, user_path=options.user_path, model_override=options.model_override)
     service.reload_status = reloader.status
     service.reload_now = lambda: _reload_dict(reloader, "api")
+    if options.log_health is not None:
+        service.log_status = options.log_health.snapshot
 
     def on_config_edit() -> None:  # on the watcher's thread
         loop.call_soon_threadsafe(_spawn_reload, reloader)
@@ -123,11 +133,14 @@ async def _serve(
     app = build_app(service, metrics)
     runner = web.AppRunner(
         app,
-        handler_cancellation=True,  # a client that disconnects cancels its handler
         shutdown_timeout=CANCEL_GRACE_S,  # draining happens before, under the live timeout
         access_log=None,
+        **runner_options(settings.server.idle_timeout_s),  # stalled clients (server/stalls.py)
     )
     await runner.setup()
+    assert runner.server is not None  # set by setup()
+    stalls = WriteWatchdog(runner.server, lambda: service.config.settings.server.write_timeout_s)
+    stalls.start()
     site = web.SockSite(runner, sock, shutdown_timeout=CANCEL_GRACE_S)
     await site.start()
     engine.start(preload=settings.daemon.preload)
@@ -148,8 +161,12 @@ async def _serve(
     await site.stop()  # no new connections; the ones open finish their requests
     if not await app[IN_FLIGHT].wait_idle(drain_s):
         log.warning("drain timed out: cancelling %d requests", app[IN_FLIGHT].count)
-    await runner.cleanup()
+    # Every job ends now as "cancelled"; the handlers send what they have and finish.
     await asyncio.to_thread(engine.close, ENGINE_STOP_TIMEOUT_S)
+    if not await app[IN_FLIGHT].wait_idle(CANCEL_GRACE_S):
+        log.warning("%d requests did not finish after cancelling", app[IN_FLIGHT].count)
+    await stalls.stop()
+    await runner.cleanup()
 
 
 _reload_tasks: set[asyncio.Task[Any]] = set()  # strong references until each finishes

@@ -3,7 +3,11 @@
 Each error carries a stable ``code`` (the string clients match on, listed in
 docs/errors.md), the HTTP status the socket answers with, and the exit code
 the CLI ends with. The message says what happened; the hint says what to do.
-Neither ever holds a traceback.
+Neither ever holds a traceback. The body built by ``to_dict`` (every error
+the socket sends, whole or in-band in a stream) never holds an absolute
+filesystem path either: each is cut to its last part (``…/config.json``), so a
+message may name files freely for the CLI and the log without the socket
+telling a client where the user's home, cache or model folder is.
 
     QwendError
     ├── ConfigError              config_invalid          (file, key, reason)
@@ -13,6 +17,7 @@ Neither ever holds a traceback.
     │   ├── MethodNotAllowed     method_not_allowed      405
     │   ├── ModelNotFound        model_not_found         404
     │   ├── PayloadTooLarge      payload_too_large       413
+    │   ├── RequestTimeout       request_timeout         408
     │   ├── ContextLengthExceeded context_length_exceeded 400
     │   └── Forbidden            forbidden               403
     ├── EngineError                                      (the model could not serve it)
@@ -26,6 +31,7 @@ Neither ever holds a traceback.
     │       └── RemoteAuthFailed remote_auth_failed      502 (401/403: the API key)
     ├── ModelError                                       (start-up: the model cannot be loaded)
     │   ├── ModelMissing         model_missing
+    │   ├── ModelCorrupt         model_corrupt           (a file truncated, empty or garbage)
     │   ├── BackendUnavailable   backend_unavailable
     │   └── PullFailed           pull_failed             (qwend pull; below: hub sources)
     │       ├── HubUnreachable   hub_unreachable         (no network, HF_HUB_OFFLINE)
@@ -36,17 +42,22 @@ Neither ever holds a traceback.
     └── DaemonError                                      (CLI side: the daemon process)
         ├── DaemonUnavailable    daemon_unavailable      exit 2
         ├── AlreadyRunning       already_running         exit 2
-        └── SocketPathError      socket_path_invalid     exit 2
+        ├── SocketPathError      socket_path_invalid     exit 2
+        ├── UntrustedSocket      socket_untrusted        exit 2 (another user's socket)
+        ├── BadResponse          bad_response            exit 2 (the socket's answer is not qwend's)
+        └── UnsafePath           unsafe_path             exit 2 (a planted lock or log)
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Final
 
 __all__ = [
     "AlreadyRunning",
     "BackendUnavailable",
     "BadRequest",
+    "BadResponse",
     "ConfigError",
     "ContextLengthExceeded",
     "DaemonError",
@@ -57,6 +68,7 @@ __all__ = [
     "HubTokenInvalid",
     "HubUnreachable",
     "MethodNotAllowed",
+    "ModelCorrupt",
     "ModelError",
     "ModelMissing",
     "ModelNotFound",
@@ -73,10 +85,35 @@ __all__ = [
     "RepoGated",
     "RepoNotFound",
     "RequestError",
+    "RequestTimeout",
     "RevisionNotFound",
     "ShuttingDown",
     "SocketPathError",
+    "UnsafePath",
+    "UntrustedSocket",
 ]
+
+
+# An absolute path of two parts or more (a lone "/x" is kept: it names nothing).
+# Not after a word character, "/", "." or "~", so URLs and relative paths are left.
+_ABSOLUTE_PATH: Final = re.compile(r"(?<![\w/.~-])(?:/[^\s/'\"`,;:()<>\[\]{}]+){2,}/?")
+API_PREFIX: Final = "/v1/"  # the socket's own routes are not filesystem paths
+
+
+def redact_paths(text: str) -> str:
+    """``text`` with every absolute filesystem path cut to ``…/<last part>``."""
+
+    def cut(match: re.Match[str]) -> str:
+        path = match.group(0)
+        if path.startswith(API_PREFIX):
+            return path
+        return "…/" + path.rstrip("/").rsplit("/", 1)[-1]
+
+    return _ABSOLUTE_PATH.sub(cut, text)
+
+
+def _redact_value(value: Any) -> Any:
+    return redact_paths(value) if isinstance(value, str) else value
 
 
 class QwendError(Exception):
@@ -93,10 +130,15 @@ class QwendError(Exception):
         self.details = details
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON error body: ``{"error": {"code", "message", "hint", ...}}``."""
-        body: dict[str, Any] = {**self.details, "code": self.code, "message": self.message}
+        """The JSON error body: ``{"error": {"code", "message", "hint", ...}}``.
+
+        Absolute paths in it are cut to their last part (``redact_paths``):
+        the one place every error body is built, so no case can forget it.
+        """
+        details = {key: _redact_value(value) for key, value in self.details.items()}
+        body: dict[str, Any] = {**details, "code": self.code, "message": redact_paths(self.message)}
         if self.hint:
-            body["hint"] = self.hint
+            body["hint"] = redact_paths(self.hint)
         return {"error": body}
 
     def __str__(self) -> str:
@@ -140,6 +182,13 @@ class ModelNotFound(RequestError):
 class PayloadTooLarge(RequestError):
     code = "payload_too_large"
     http_status = 413
+
+
+class RequestTimeout(RequestError):
+    """The request body did not arrive within ``server.read_timeout_s``."""
+
+    code = "request_timeout"
+    http_status = 408
 
 
 class ContextLengthExceeded(RequestError):
@@ -220,6 +269,12 @@ class ModelMissing(ModelError):
     code = "model_missing"
 
 
+class ModelCorrupt(ModelError):
+    """A model file is damaged (truncated, empty, not JSON); the message names it."""
+
+    code = "model_corrupt"
+
+
 class BackendUnavailable(ModelError):
     code = "backend_unavailable"
 
@@ -275,3 +330,25 @@ class AlreadyRunning(DaemonError):
 
 class SocketPathError(DaemonError):
     code = "socket_path_invalid"
+
+
+class UntrustedSocket(DaemonError):
+    """The socket's directory or its listener belongs to another user: nothing is sent.
+
+    Raised by the clients (qwend.trust) before the first byte, so a socket
+    planted at the ``/tmp`` fallback path never receives a prompt.
+    """
+
+    code = "socket_untrusted"
+
+
+class UnsafePath(DaemonError):
+    """A state file (the lock, the log) is a symlink, not a regular file, or another user's."""
+
+    code = "unsafe_path"
+
+
+class BadResponse(DaemonError):
+    """Something answered on the socket, but not what a qwend daemon answers."""
+
+    code = "bad_response"

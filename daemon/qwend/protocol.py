@@ -226,6 +226,8 @@ class Service(Protocol):
 
     def max_body_bytes(self) -> int: ...
 
+    def read_timeout_s(self) -> float: ...
+
 
 class TaskRun(Protocol):
     """A routed task: its generation plus the budget report of its prompt."""

@@ -24,6 +24,10 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
+
+from qwend import trust
+from qwend.errors import UntrustedSocket
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,30 @@ class LinkStatus:
         }
 
 
+class TrustedUnixConnector(aiohttp.UnixConnector):
+    """A Unix connector that sends nothing to a socket another user owns or serves.
+
+    Before connecting it checks the socket's directory, and once connected the
+    listener's uid (qwend.trust); either failure raises UntrustedSocket and
+    closes the connection before the request is written.
+    """
+
+    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> ResponseHandler:
+        socket_path = Path(self.path)
+        with contextlib.suppress(FileNotFoundError):  # the connect below reports it
+            trust.check_socket_dir(socket_path)
+        proto: ResponseHandler = await super()._create_connection(req, traces, timeout)
+        transport = proto.transport
+        try:
+            if transport is None:
+                raise ConnectionResetError("the connection closed before it was checked")
+            trust.check_peer(transport.get_extra_info("socket"), socket_path)
+        except BaseException:
+            proto.close()
+            raise
+        return proto
+
+
 class DaemonLink:
     """Async client for the daemon plus its health monitor."""
 
@@ -112,7 +140,7 @@ class DaemonLink:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.UnixConnector(path=str(self.socket_path), force_close=True)
+            connector = TrustedUnixConnector(path=str(self.socket_path), force_close=True)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
@@ -143,6 +171,9 @@ class DaemonLink:
             if response is not None:
                 response.close()  # drop the connection: the daemon cancels the job
             raise
+        except UntrustedSocket as exc:  # another user's socket: nothing was sent
+            self._went_down(exc.message)
+            raise DaemonDown(f"qwend daemon refused: {exc.message}") from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             if response is not None:
                 response.close()

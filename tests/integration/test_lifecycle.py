@@ -135,9 +135,16 @@ def test_model_that_fails_to_load_is_reported(make_daemon: Any, sandbox: Path) -
     assert status == 503
     assert body["error"]["code"] == "model_not_loaded"
     assert "Traceback" not in json.dumps(body)
+    # The damaged files are named with the fix, and the body says where they live nowhere.
+    message = body["error"]["message"]
+    assert "config.json: is not valid JSON" in message
+    assert "model.safetensors: is truncated" in message
+    assert "--force" in message
+    assert str(sandbox) not in json.dumps(body)
     result = daemon.cli("status")
     assert result.returncode == 1
     assert "failed" in result.stdout
+    assert "model.safetensors: is truncated" in result.stdout
 
 
 def test_missing_model_fails_fast_with_the_pull_command(make_daemon: Any, sandbox: Path) -> None:
@@ -225,3 +232,78 @@ def test_concurrent_clients_all_answered(make_daemon: Any, model_dir: Path) -> N
     for thread in threads:
         thread.join(timeout=120)
     assert results == [200] * 6
+
+
+def test_a_full_disk_under_the_log_never_stops_the_daemon(
+    make_daemon: Any, model_dir: Path
+) -> None:
+    """stdout and stderr (the log) on /dev/full: every write fails with ENOSPC."""
+    daemon: Daemon = make_daemon(smollm2_config(model_dir))
+    with open("/dev/full", "wb") as full:
+        daemon.process = subprocess.Popen(
+            daemon.command(
+                "serve", "--config", str(daemon.config_path), "--socket", str(daemon.socket)
+            ),
+            env=daemon.env,
+            stdout=full,
+            stderr=full,
+            stdin=subprocess.DEVNULL,
+        )
+    deadline = time.monotonic() + 120
+    while daemon.health() not in ("ready", "failed"):
+        assert daemon.process.poll() is None, "the daemon died"
+        assert time.monotonic() < deadline, "the daemon never became ready"
+        time.sleep(0.1)
+    assert daemon.health() == "ready"  # the model loaded despite the writes failing
+    code, answer = daemon.client().request(
+        "POST", "/v1/completions", {"prompt": "def f():", "max_tokens": 4}
+    )
+    assert code == 200 and answer["usage"]["completion_tokens"] >= 1
+    _, status = daemon.client().request("GET", "/v1/status")
+    assert status["log"]["state"] == "failing"
+    assert status["log"]["error"] == "No space left on device"
+    assert status["log"]["lines_not_written"] >= 1
+    result = daemon.cli("status")
+    assert result.returncode == 0
+    assert "FAILING: writing stderr fails (No space left on device)" in result.stdout
+
+
+def test_drain_past_the_timeout_ends_requests_as_cancelled(
+    make_daemon: Any, model_dir: Path
+) -> None:
+    """Past shutdown_timeout_s, a running stream gets a last chunk and [DONE], and a
+    queued whole request its (here empty) partial answer, both "cancelled"."""
+    daemon: Daemon = make_daemon(smollm2_config(model_dir, shutdown_timeout_s=1.0))
+    daemon.start().wait_for("ready")
+    client = daemon.client(timeout=120)
+    body = {"prompt": "Once upon a time", "max_tokens": 4000, "temperature": 0, "stream": True}
+    connection, response = client._open("POST", "/v1/completions", body)
+    first = response.readline()
+    assert first.startswith(b"data: ")
+    plain: dict[str, Any] = {}
+
+    def whole() -> None:  # queued behind the stream (one generation at a time on the CPU)
+        plain["answer"] = daemon.client(timeout=120).request(
+            "POST", "/v1/completions", {"prompt": "def f():", "max_tokens": 4000}
+        )
+
+    waiter = threading.Thread(target=whole)
+    waiter.start()
+    deadline = time.monotonic() + 60
+    while daemon.client().request("GET", "/v1/status")[1]["queue"]["interactive"] < 1:
+        assert time.monotonic() < deadline, "the second request never queued"
+        time.sleep(0.05)
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGTERM)
+    rest = response.read()  # until the daemon closes the stream
+    connection.close()
+    waiter.join(60)
+    events = [line[len(b"data: ") :] for line in rest.split(b"\n") if line.startswith(b"data: ")]
+    assert events[-1] == b"[DONE]"
+    last = json.loads(events[-2])
+    assert last["choices"][0]["finish_reason"] == "cancelled"
+    status, answer = plain["answer"]
+    assert status == 200
+    assert answer["choices"][0]["finish_reason"] == "cancelled"
+    assert answer["choices"][0]["text"] == ""  # it never ran: an empty partial answer
+    assert daemon.process.wait(timeout=30) == 0

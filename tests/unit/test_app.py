@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import socket
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from qwend.metrics import Metrics
 from qwend.protocol import ChatRequest, CompletionRequest, TokenizeRequest
 from qwend.server import app as app_module
 from qwend.server.app import build_app
+from qwend.server.stalls import WriteWatchdog, runner_options
 
 
 class FakeGeneration:
@@ -50,6 +53,9 @@ class FakeService:
     def __init__(self) -> None:
         self.full = False
         self.seen: list[Any] = []
+        self.pieces = ["hel", "lo"]
+        self.generations: list[FakeGeneration] = []
+        self.read_timeout = 30.0
 
     def state(self) -> str:
         return "ready"
@@ -67,7 +73,8 @@ class FakeService:
         if self.full:
             raise QueueFull("full")
         self.seen.append(req)
-        return FakeGeneration(["hel", "lo"])
+        self.generations.append(FakeGeneration(self.pieces))
+        return self.generations[-1]
 
     async def chat(self, req: ChatRequest) -> FakeGeneration:
         return FakeGeneration(["hi"])
@@ -86,6 +93,9 @@ class FakeService:
 
     def max_body_bytes(self) -> int:
         return 4096
+
+    def read_timeout_s(self) -> float:
+        return self.read_timeout
 
 
 @pytest.fixture
@@ -148,8 +158,9 @@ async def test_peer_of_another_uid_is_refused(
     served: tuple[Path, FakeService], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, service = served
-    real_uid = os.getuid()
-    monkeypatch.setattr(app_module.os, "getuid", lambda: real_uid + 1)
+    # The kernel's answer for the peer: another user (the client's own check
+    # of the listener, qwend.trust, sees the real, equal uids and lets it through).
+    monkeypatch.setattr(app_module, "peer_uid", lambda sock: os.getuid() + 1)
     status, body = await _request(path, "POST", "/v1/completions", {"prompt": "x"})
     assert (status, body["error"]["code"]) == (403, "forbidden")
     assert service.seen == []
@@ -164,3 +175,100 @@ async def test_metrics_count_outcomes(served: tuple[Path, FakeService]) -> None:
     text = response.read().decode()
     assert 'qwend_requests_total{endpoint="/v1/completions",outcome="ok"} 1.0' in text
     assert 'qwend_requests_total{endpoint="/v1/completions",outcome="bad_request"} 1.0' in text
+
+
+# -- stalled clients ---------------------------------------------------------------------
+
+STALL_S = 0.5  # every timeout in these tests; the server must act well within WAIT_S
+WAIT_S = 10.0
+
+
+@pytest.fixture
+async def strict() -> AsyncIterator[tuple[Path, FakeService, web.AppRunner, WriteWatchdog]]:
+    """The app as the daemon runs it, with every stall timeout at STALL_S."""
+    service = FakeService()
+    service.read_timeout = STALL_S
+    runner = web.AppRunner(
+        build_app(service, Metrics()),  # type: ignore[arg-type]
+        **runner_options(STALL_S),
+    )
+    await runner.setup()
+    assert runner.server is not None
+    watchdog = WriteWatchdog(runner.server, lambda: STALL_S, check_interval_s=0.1)
+    watchdog.start()
+    directory = Path(tempfile.mkdtemp(prefix="qwa-", dir="/tmp"))
+    socket_path = directory / "s.sock"
+    await web.UnixSite(runner, str(socket_path)).start()
+    yield socket_path, service, runner, watchdog
+    await watchdog.stop()
+    await runner.cleanup()
+    socket_path.unlink(missing_ok=True)
+    directory.rmdir()
+
+
+def _raw(path: Path, data: bytes) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(WAIT_S)
+    sock.connect(str(path))
+    sock.sendall(data)
+    return sock
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (a timeout here fails the test)."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+async def test_headers_that_stop_coming_are_dropped(strict: Any) -> None:
+    path, service, _, _ = strict
+    sock = await asyncio.to_thread(_raw, path, b"POST /v1/completions HTTP/1.1\r\nHost: q\r\n")
+    with sock:
+        assert await asyncio.to_thread(_read_until_closed, sock) == b""
+    assert service.seen == []
+
+
+async def test_an_idle_connection_is_closed(strict: Any) -> None:
+    path, _, runner, _ = strict
+    sock = await asyncio.to_thread(_raw, path, b"")
+    with sock:
+        assert await asyncio.to_thread(_read_until_closed, sock) == b""
+    assert runner.server.connections == []
+
+
+async def test_a_body_that_stops_coming_gets_408(strict: Any) -> None:
+    path, service, _, _ = strict
+    head = (
+        b"POST /v1/completions HTTP/1.1\r\nHost: q\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n"
+    )
+    sock = await asyncio.to_thread(_raw, path, head + b'{"prompt": ')
+    with sock:
+        answer = await asyncio.to_thread(_read_until_closed, sock)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 408 Request Timeout"
+    body = json.loads(rest.split(b"\r\n\r\n", 1)[1])
+    assert body["error"]["code"] == "request_timeout"
+    assert "server.read_timeout_s" in body["error"]["hint"]
+    assert service.seen == []
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_its_job_cancelled(strict: Any) -> None:
+    path, service, runner, watchdog = strict
+    service.pieces = ["x" * 65536] * 2000  # 128 MiB: far more than any socket buffers
+    body = json.dumps({"prompt": "p", "stream": True}).encode()
+    request = (
+        b"POST /v1/completions HTTP/1.1\r\nHost: q\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    sock = await asyncio.to_thread(_raw, path, request)  # and never reads
+    with sock:
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while not (service.generations and service.generations[0].cancelled):
+            assert asyncio.get_running_loop().time() < deadline, "the stalled reader was kept"
+            await asyncio.sleep(0.05)
+    assert watchdog.aborted == 1
+    assert runner.server.connections == []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import socketserver
+import stat
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -250,3 +252,90 @@ def test_status_json_passes_the_body_through(
     path = serve_status(SAMPLE_STATUS)
     assert cli.main(["status", "--json", "--socket", str(path)]) == 0
     assert json.loads(capsys.readouterr().out) == SAMPLE_STATUS
+
+
+def test_serve_detach_keeps_the_state_dir_and_log_private_under_umask_0(
+    xdg: Path, short_tmp: Path, umask0: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The default GPU profile on this CPU test run (or a missing model): the daemon
+    # starts, writes its refusal to the log and exits 1.
+    code = cli.main(["serve", "--detach", "--socket", str(short_tmp / "q.sock"), "--wait", "60"])
+    assert code == 1
+    assert "the daemon exited with code 1" in capsys.readouterr().err
+    state_dir = xdg / "state" / "qwend"
+    assert stat.S_IMODE(os.lstat(state_dir).st_mode) == 0o700
+    assert stat.S_IMODE(os.lstat(state_dir / "qwend.log").st_mode) == 0o600
+
+
+def test_serve_detach_refuses_while_a_daemon_runs(
+    xdg: Path, short_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qwend.server.unix_socket import InstanceLock
+
+    socket_path = short_tmp / "run" / "q.sock"
+    lock = InstanceLock(socket_path)  # what a running daemon holds
+    lock.acquire()
+    try:
+        code = cli.main(["serve", "--detach", "--socket", str(socket_path), "--wait", "60"])
+    finally:
+        lock.release()
+    captured = capsys.readouterr()
+    assert code == 2
+    assert f"already running (pid {os.getpid()})" in captured.err
+    assert "daemon started" not in captured.out
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ["not", "a", "status"],
+        "a string",
+        {"model": "smollm2-135m"},
+        {"error": {"code": "not_found"}},
+        {**SAMPLE_STATUS, "uptime_s": "a long time"},
+    ],
+)
+def test_status_against_an_unexpected_answer_is_a_clear_error(
+    serve_status: Any, capsys: pytest.CaptureFixture[str], answer: Any
+) -> None:
+    path = serve_status(answer)
+    assert cli.main(["status", "--socket", str(path)]) == 2
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err
+    assert out.out.startswith("qwend: bad_response\n")
+    assert str(path) in out.out
+
+
+def test_status_tolerates_odd_sections(
+    serve_status: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = serve_status({**SAMPLE_STATUS, "queue": ["odd"], "memory": 5, "config": "x"})
+    assert cli.main(["status", "--socket", str(path)]) == 0
+    assert "  queue    0 interactive + 0 background" in capsys.readouterr().out
+
+
+def test_status_json_against_an_unexpected_answer(
+    serve_status: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = serve_status(["odd"])
+    assert cli.main(["status", "--json", "--socket", str(path)]) == 2
+    body = json.loads(capsys.readouterr().out)
+    assert body["state"] == "bad_response"
+    assert body["error"]["code"] == "bad_response"
+
+
+def test_format_status_shows_a_failing_log() -> None:
+    log = {
+        "target": "/home/u/.local/state/qwend/qwend.log",
+        "state": "failing",
+        "error": "No space left on device",
+        "failing_since": 0,
+        "lines_not_written": 37,
+        "fallback": "stderr",
+    }
+    lines = cli.format_status({**SAMPLE_STATUS, "log": log}).splitlines()
+    row = next(line for line in lines if line.startswith("  log "))
+    assert "FAILING: writing /home/u/.local/state/qwend/qwend.log fails" in row
+    assert "(No space left on device)" in row and "37 lines went to stderr" in row
+    ok = cli.format_status({**SAMPLE_STATUS, "log": {**log, "state": "ok"}})
+    assert "  log      /home/u/.local/state/qwend/qwend.log" in ok.splitlines()

@@ -861,3 +861,48 @@ async def test_close_settles_a_held_swap_instead_of_running_it(
         await asyncio.wait_for(swap, WAIT_S)
     assert running.cancelled
     assert new.load_calls == 0  # the new model was never loaded during shutdown
+
+
+async def test_queued_jobs_whose_clients_left_free_their_places_at_once(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    gate = threading.Event()
+    backend = make_backend("ab", step_gate=gate)
+    engine = await ready(make_engine(backend, queue_size=3))
+    running = await engine.submit(request("1", max_tokens=2))
+    await wait_event(backend.started)
+    left = [await engine.submit(request(f"q{i}", max_tokens=2)) for i in range(3)]
+    for job in left:  # what the handler does when its client disconnects
+        job.cancel()
+    # The model is still busy with the first job, yet the lane is empty again.
+    assert engine.queue_depth == 0
+    assert engine.metrics.registry.get_sample_value("qwend_queue_depth") == 0.0
+    assert jobs_total(engine, "cancelled") == 3
+    for job in left:
+        assert await text_of(job) == ""
+        assert job.finish_reason == "cancelled"
+    live = [await engine.submit(request(f"l{i}", max_tokens=2)) for i in range(3)]
+    gate.set()
+    for job in (running, *live):
+        assert await text_of(job) == "ab"
+    assert len(backend.generate_calls) == 4  # the cancelled ones never ran
+
+
+async def test_a_queued_call_whose_caller_left_frees_its_place(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    gate = threading.Event()
+    backend = make_backend("ab", step_gate=gate)
+    engine = await ready(make_engine(backend, queue_size=1))
+    running = await engine.submit(request("1", max_tokens=2))
+    await wait_event(backend.started)
+    waiting = asyncio.create_task(engine.call(lambda b: "never"))
+    await wait_until(lambda: engine.queue_depth == 1, "the call queued")
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert engine.queue_depth == 0
+    after = asyncio.create_task(engine.call(lambda b: "ran"))
+    gate.set()
+    assert await asyncio.wait_for(after, WAIT_S) == "ran"
+    assert await text_of(running) == "ab"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -15,6 +16,7 @@ from qwend.errors import (
     ConfigError,
     DaemonError,
     DaemonUnavailable,
+    ModelNotLoaded,
     QwendError,
     RequestError,
     SocketPathError,
@@ -63,7 +65,7 @@ def documented_tree() -> dict[str, dict[str, str | int | None]]:
 
 def test_docstring_tree_parses() -> None:
     tree = documented_tree()
-    assert len(tree) == 31
+    assert len(tree) == 36
     assert tree["BadRequest"] == {
         "code": "bad_request",
         "http": 400,
@@ -205,3 +207,39 @@ def test_errors_md_statuses_match_the_classes() -> None:
             assert class_for(code).http_status == number, code
         else:
             assert class_for(code).exit_code == number, code
+
+
+# -- no absolute path in an error body --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        (
+            "failed: /home/alice/.cache/qwend/models/x/config.json is bad",
+            "failed: …/config.json is bad",
+        ),
+        ("Unable to load '/root/m/model.safetensors'", "Unable to load '…/model.safetensors'"),
+        ("the directory /tmp/qwend-1000/ is open", "the directory …/qwend-1000 is open"),
+        ("POST is not allowed on /v1/completions", "POST is not allowed on /v1/completions"),
+        ("no endpoint /nope", "no endpoint /nope"),
+        ("see https://huggingface.co/org/repo", "see https://huggingface.co/org/repo"),
+        ("run: qwend pull smollm2-135m --force", "run: qwend pull smollm2-135m --force"),
+    ],
+)
+def test_redact_paths(text: str, redacted: str) -> None:
+    assert errors.redact_paths(text) == redacted
+
+
+def test_error_bodies_never_carry_absolute_paths() -> None:
+    error = ModelNotLoaded(
+        "model 'x' failed to load: /home/alice/.cache/qwend/models/x/config.json is not JSON",
+        hint="fetch it again: qwend pull x --force (into /home/alice/.cache/qwend/models/x)",
+        file="/home/alice/.cache/qwend/models/x/config.json",
+        tokens=3,
+    )
+    body = error.to_dict()["error"]
+    assert "/home/alice" not in json.dumps(body)
+    assert body["message"].endswith("…/config.json is not JSON")
+    assert body["file"] == "…/config.json" and body["tokens"] == 3
+    assert "/home/alice" in str(error)  # the CLI and the log keep the whole path

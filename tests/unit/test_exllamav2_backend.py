@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from tests.fixtures.exllamav2_cpu import import_exllamav2
 from tests.unit.conftest import QWEN_TOKENIZER_CACHE, qwen_tokenizer_json
 from tokenizers import Tokenizer
@@ -261,7 +262,8 @@ def qwen_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         json.dumps({"eos_token_id": [IM_END, END_OF_TEXT]})
     )
     (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
-    (folder / "output.safetensors").write_bytes(b"")
+    # A well-formed weights file (the folder check reads its header), not a real model.
+    save_file({"placeholder": torch.zeros(1)}, str(folder / "output.safetensors"))
     return folder
 
 

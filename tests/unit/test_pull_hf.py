@@ -15,6 +15,7 @@ import os
 import pty
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -610,3 +611,17 @@ def test_cli_progress_bars_show_on_a_terminal(sandbox: Path, hub: FakeHub) -> No
     assert "100%" in screen and "Download complete" in screen and "12.6MB" in screen, screen
     assert folder_files(cli.target) == MODEL_FILES
     cli.assert_stayed_local()
+
+
+def test_pull_under_umask_0_keeps_the_cache_private(
+    configure: Callable[[str], Config], hub: FakeHub, umask0: None
+) -> None:
+    config = configure(f"hf:{REPO}@{BRANCH}")
+    pull(config, PROFILE)
+    created = [paths.cache_dir(), *paths.cache_dir().rglob("*")]
+    assert len(created) > len(MODEL_FILES)
+    modes = {str(p): oct(stat.S_IMODE(os.lstat(p).st_mode)) for p in created}
+    wide = {p: mode for p, mode in modes.items() if int(mode, 8) & 0o077}
+    assert wide == {}
+    assert modes[str(config.model_dir(PROFILE))] == oct(0o700)
+    assert os.umask(0) == 0  # the user's umask is back once the pull is over

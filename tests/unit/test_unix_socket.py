@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from qwend import paths
-from qwend.errors import AlreadyRunning, SocketPathError
+from qwend import cli, paths
+from qwend.errors import AlreadyRunning, SocketPathError, UnsafePath
 from qwend.server.unix_socket import (
     InstanceLock,
     bind_private_socket,
@@ -225,3 +225,65 @@ def test_bind_tightens_an_existing_0755_dir(sock_path: Path) -> None:
     os.chmod(sock_path.parent, 0o755)
     bind_private_socket(sock_path).close()
     assert stat.S_IMODE(os.lstat(sock_path.parent).st_mode) == paths.PRIVATE_DIR_MODE
+
+
+# -- planted state files (never followed, never another user's) ---------------------------
+
+
+def test_a_lock_planted_as_a_symlink_is_not_followed(
+    short_tmp: Path, locks: list[InstanceLock]
+) -> None:
+    victim = short_tmp / "victim.txt"
+    victim.write_text("precious\n")
+    run = short_tmp / "run"
+    run.mkdir(mode=0o700)
+    (run / "qwend.lock").symlink_to(victim)
+    lock = new_lock(locks, run / "qwend.sock")
+    with pytest.raises(UnsafePath) as info:
+        lock.acquire()
+    assert "symlink" in info.value.message and str(run / "qwend.lock") in info.value.message
+    assert info.value.exit_code == 2
+    assert victim.read_text() == "precious\n"
+    assert read_lock_pid(run / "qwend.lock") is None  # `qwend stop` reads no pid through it
+    assert not lock_is_held(run / "qwend.lock")
+
+
+def test_a_lock_planted_as_a_fifo_is_refused(short_tmp: Path, locks: list[InstanceLock]) -> None:
+    os.mkfifo(short_tmp / "qwend.lock")
+    with pytest.raises(UnsafePath, match=r"not a regular file|FIFO"):
+        new_lock(locks, short_tmp / "qwend.sock").acquire()
+
+
+def test_a_lock_of_another_user_is_refused(
+    short_tmp: Path, locks: list[InstanceLock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (short_tmp / "qwend.lock").write_text("1\n")
+    lock = new_lock(locks, short_tmp / "qwend.sock")
+    owner = os.getuid()
+    monkeypatch.setattr(paths, "ensure_private_dir", lambda path: None)  # the file is the point
+    monkeypatch.setattr(os, "getuid", lambda: owner + 1)
+    with pytest.raises(UnsafePath, match=f"another user \\(uid {owner}\\)"):
+        lock.acquire()
+
+
+def test_a_wide_lock_of_ours_is_narrowed(short_tmp: Path, locks: list[InstanceLock]) -> None:
+    path = short_tmp / "qwend.lock"
+    path.write_text("")
+    os.chmod(path, 0o666)
+    new_lock(locks, short_tmp / "qwend.sock").acquire()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_the_detached_log_planted_as_a_symlink_is_not_followed(
+    xdg: Path, short_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    victim = short_tmp / "victim.txt"
+    victim.write_text("precious\n")
+    log = short_tmp / "qwend.log"
+    log.symlink_to(victim)
+    code = cli.main(
+        ["serve", "--detach", "--log-file", str(log), "--socket", str(short_tmp / "q.sock")]
+    )
+    assert code == 2
+    assert "refusing to open" in capsys.readouterr().err
+    assert victim.read_text() == "precious\n"

@@ -5,19 +5,28 @@ A model folder holds the architecture (config.json), the tokenizer
 model.safetensors, EXL2 quants ship output.safetensors or
 output-0000N-of-M.safetensors). The CPU backend, the GPU backend, `qwend pull`
 (local and hub) and `qwend doctor` all ask this module, so "is the model
-there" has one answer.
+there" has one answer. Present is not enough: ``damaged_files`` reads what
+can be checked cheaply (config.json and tokenizer.json parse as JSON objects;
+each safetensors header parses and the file holds every byte its header
+promises), so a truncated or empty download is named with its fix (``qwend
+pull NAME --force``) instead of surfacing as a library error.
 """
 
 from __future__ import annotations
 
+import json
+import struct
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import Final
+from typing import Any, Final
 
-from qwend.errors import ModelMissing
+from qwend.errors import ModelCorrupt, ModelMissing
 
 REQUIRED_FILES: Final = ("config.json", "tokenizer.json")
 WEIGHTS_GLOB: Final = "*.safetensors"
+JSON_FILES: Final = ("config.json", "tokenizer.json")  # must parse as JSON objects
+SAFETENSORS_LEN: Final = struct.Struct("<Q")  # the header's byte length, first in the file
+MAX_SAFETENSORS_HEADER_BYTES: Final = 100 * 2**20  # the safetensors format's own ceiling
 
 
 def missing_files(folder: Path) -> list[str]:
@@ -38,10 +47,76 @@ def missing_from_listing(names: Iterable[str]) -> list[str]:
 
 
 def require_complete(folder: Path, pull_hint: str) -> None:
-    """Raise ModelMissing naming what is missing and the command that fetches it."""
+    """Raise ModelMissing naming what is missing and the command that fetches it,
+    or ModelCorrupt naming each damaged file and the command that fetches it again."""
     missing = missing_files(folder)
     if missing:
         raise ModelMissing(
             f"the model is not in {folder} (missing {', '.join(missing)})",
             hint=f"run: {pull_hint}",
         )
+    require_intact(folder, pull_hint)
+
+
+def require_intact(folder: Path, pull_hint: str) -> None:
+    """Raise ModelCorrupt if a file of the (complete) folder is damaged."""
+    damaged = damaged_files(folder)
+    if damaged:
+        raise ModelCorrupt(
+            f"the model in {folder} is damaged: {'; '.join(damaged)}",
+            hint=f"fetch it again: {pull_hint} --force",
+        )
+
+
+def damaged_files(folder: Path) -> list[str]:
+    """``"NAME: why"`` for each file that cannot be what it claims (empty when intact).
+
+    Reads the JSON files whole and only the header of each weights file.
+    """
+    damaged = [f"{name}: {why}" for name in JSON_FILES if (why := _json_problem(folder / name))]
+    for path in sorted(folder.glob(WEIGHTS_GLOB)):
+        if why := _safetensors_problem(path):
+            damaged.append(f"{path.name}: {why}")
+    return damaged
+
+
+def _json_problem(path: Path) -> str:
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return ""  # missing_files reports absence
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return "is empty" if path.stat().st_size == 0 else f"is not valid JSON ({exc})"
+    return "" if isinstance(data, dict) else "is not a JSON object"
+
+
+def _safetensors_problem(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(SAFETENSORS_LEN.size)
+            if size == 0:
+                return "is empty"
+            if len(head) < SAFETENSORS_LEN.size:
+                return f"is truncated ({size} bytes, not even a header)"
+            (header_len,) = SAFETENSORS_LEN.unpack(head)
+            if header_len > min(MAX_SAFETENSORS_HEADER_BYTES, size - SAFETENSORS_LEN.size):
+                return f"is truncated or not safetensors (header of {header_len} bytes in {size})"
+            header: Any = json.loads(handle.read(header_len))
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "has a header that is not valid JSON (not safetensors, or damaged)"
+    if not isinstance(header, dict):
+        return "has a header that is not a JSON object"
+    ends = [
+        entry["data_offsets"][1]
+        for key, entry in header.items()
+        if key != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry
+    ]
+    expected = SAFETENSORS_LEN.size + header_len + max(ends, default=0)
+    if size < expected:
+        return f"is truncated ({size} of {expected} bytes)"
+    return ""

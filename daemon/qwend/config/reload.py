@@ -31,7 +31,7 @@ from qwend.errors import ConfigError, QwendError
 log = logging.getLogger(__name__)
 
 Result = Literal["applied", "unchanged", "error", "model_swapped", "swap_failed"]
-RESTART_KEYS = ("server.socket", "daemon.preload")
+RESTART_KEYS = ("server.socket", "server.idle_timeout_s", "daemon.preload")
 
 
 @dataclass(frozen=True)

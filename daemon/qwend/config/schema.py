@@ -41,6 +41,11 @@ class ServerSettings(_Strict):
     max_body_bytes: int = Field(ge=1024, le=64 * 2**20)
     queue_size: int = Field(ge=1, le=4096)
     shutdown_timeout_s: float = Field(ge=0, le=600)
+    # Stalled clients (docs/config.md#server): a connection without a complete request,
+    # a body that stops arriving, an answer the client stops reading.
+    idle_timeout_s: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
+    read_timeout_s: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
+    write_timeout_s: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
 
 
 class ModelProfile(_Strict):

@@ -8,7 +8,8 @@ events. The single generation thread owns the backend: it loads the model
 jobs side by side as the backend batches (``Backend.max_concurrent``; one
 for the CPU backend), advancing each by one token per round. It checks every
 job's cancel flag before each of its steps, so a client that goes away frees
-its slot within one step. A job cancelled while queued is never run.
+its slot within one step. A job cancelled while queued is never run, and
+leaves its lane at once (Lanes.withdraw), so its place is free for others.
 """
 
 from __future__ import annotations
@@ -167,7 +168,9 @@ class Engine:
         try:
             return await call.future
         finally:
-            call.future.cancel()  # a no-op once settled; skips the call if still queued
+            call.future.cancel()  # a no-op once settled
+            if call.future.cancelled():  # the caller left: a queued call leaves its lane now
+                self._withdraw(call)
 
     async def tokenize(self, text: str) -> list[int]:
         """Exact token ids from the resident model's tokenizer (off the loop)."""
@@ -195,8 +198,16 @@ class Engine:
         if self.state.value in SERVING_STATES:
             prompt_ids = await asyncio.to_thread(self._prompt_ids, request)
         job = Job(request=request, loop=asyncio.get_running_loop(), prompt_ids=prompt_ids)
+        job.on_cancel = partial(self._withdraw, job)
         self._enqueue(job, lane)
         return job
+
+    def _withdraw(self, item: Job | _Call) -> None:
+        """A queued item whose client left frees its place now; thread-safe."""
+        if self._lanes.withdraw(item):
+            self.metrics.queue_depth.set(self._lanes.depth())
+            if isinstance(item, Job):
+                self._finish_cancelled(item)
 
     def _enqueue(self, item: Job | _Call, lane: str) -> None:
         try:

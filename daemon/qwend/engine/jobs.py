@@ -14,7 +14,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,10 +62,18 @@ class Job:
     finish: Finish | None = None
     _cancel: threading.Event = field(default_factory=threading.Event)
     _events: asyncio.Queue[str | Finish | QwendError] = field(default_factory=asyncio.Queue)
+    # Set by the engine: takes a cancelled job out of its queue at once.
+    on_cancel: Callable[[], None] | None = field(default=None, repr=False)
 
     def cancel(self) -> None:
-        """Ask the generation thread to stop this job; safe from any thread."""
+        """Ask the generation thread to stop this job; safe from any thread.
+
+        A job still queued leaves its lane now (``on_cancel``): a client that
+        gave up must not hold a place another request could use.
+        """
         self._cancel.set()
+        if self.on_cancel is not None:
+            self.on_cancel()
 
     @property
     def cancelled(self) -> bool:

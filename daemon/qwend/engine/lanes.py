@@ -3,6 +3,8 @@
 ``interactive`` (completions, commands a user waits for) is always served
 before ``background``; each lane holds at most ``capacity`` waiting items, so a
 full lane answers at once (QueueFull) instead of growing without bound.
+An item whose client left is withdrawn at once (``withdraw``), so its place
+is free for the next request instead of counting until the thread reaches it.
 """
 
 from __future__ import annotations
@@ -50,6 +52,20 @@ class Lanes:
                 self._ready.wait()
             lane = next((q for q in self._queues.values() if q), None)
             return None if lane is None else lane.popleft()
+
+    def withdraw(self, item: object) -> bool:
+        """Remove ``item`` if it is still waiting; True if it was (it will never be taken).
+
+        Exactly one of ``withdraw`` and ``get`` returns a given item, so the
+        caller that gets True owns reporting its end.
+        """
+        with self._ready:
+            for q in self._queues.values():
+                for index, queued in enumerate(q):
+                    if queued is item:  # identity: jobs are dataclasses, equal by value
+                        del q[index]
+                        return True
+            return False
 
     def drain(self) -> list[object]:
         with self._ready:

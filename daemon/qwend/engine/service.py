@@ -119,6 +119,7 @@ class InferenceService:
         # Set by the daemon's wiring: the config reloader's status and trigger.
         self.reload_status: Callable[[], dict[str, Any]] | None = None
         self.reload_now: Callable[[], Awaitable[dict[str, Any]]] | None = None
+        self.log_status: Callable[[], dict[str, Any]] | None = None  # qwend.logsink's health
 
     def apply_config(self, config: Config) -> None:
         """Sampling, tasks, budgets and limits apply to the next request."""
@@ -146,6 +147,9 @@ class InferenceService:
 
     def max_body_bytes(self) -> int:
         return self.config.settings.server.max_body_bytes
+
+    def read_timeout_s(self) -> float:
+        return self.config.settings.server.read_timeout_s
 
     async def reload(self) -> dict[str, Any]:
         if self.reload_now is None:
@@ -290,6 +294,7 @@ class InferenceService:
             "socket": str(self.socket_path),
             "config": self.reload_status() if self.reload_status else None,
             "config_files": [str(p) for p in self.config.files],
+            "log": self.log_status() if self.log_status else None,
             "preload": settings.daemon.preload,
             "device": self._serving_profile().device,
             "memory": {"rss_bytes": _resident_bytes()},

@@ -42,6 +42,8 @@ def require_model(config: Config) -> None:
     Checked for every backend before anything is loaded, so a missing model
     fails at once instead of deep inside a loader. A remote profile's weights
     live with its engine: only its local tokenizer (if it names one) counts.
+    Damaged files are found by the backend's load (backends.folder.require_complete):
+    the daemon is up by then, so its status and 503 bodies name the file and ``--force``.
     """
     folder = config.model_dir()
     if config.profile.backend == "remote":

