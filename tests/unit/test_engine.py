@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from qwend.backends.base import Sampling
+from qwend.backends.base import Prompt, Sampling
 from qwend.engine.engine import Engine
 from qwend.engine.jobs import GenerationRequest, Job
 from qwend.engine.lanes import LANES, STOP_THREAD, Lanes
@@ -37,7 +37,9 @@ MakeEngine = Callable[..., Engine]
 def request(
     prompt: str = "p", max_tokens: int = 16, stops: tuple[str, ...] = ()
 ) -> GenerationRequest:
-    return GenerationRequest(prompt=prompt, max_tokens=max_tokens, sampling=SAMPLING, stops=stops)
+    return GenerationRequest(
+        prompt=Prompt.plain(prompt), max_tokens=max_tokens, sampling=SAMPLING, stops=stops
+    )
 
 
 async def wait_until(predicate: Callable[[], bool], what: str = "condition") -> None:

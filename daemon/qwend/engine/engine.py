@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from qwend.backends.base import Backend
+from qwend.backends.base import Backend, Prompt
 from qwend.engine.jobs import Finish, GenerationRequest, Job, RunningStream
 from qwend.engine.lanes import LANES, STOP_THREAD, Lanes
 from qwend.engine.stats import Stats
@@ -173,6 +173,10 @@ class Engine:
         """Exact token count; the model must be ready. Thread-safe."""
         return len(self._tokenize(text))
 
+    def count_prompt(self, prompt: Prompt) -> int:
+        """Exact token count of a rendered prompt, as ``submit`` encodes it. Thread-safe."""
+        return len(self._encode(prompt))
+
     def count_lines(self, lines: list[str]) -> list[int]:
         """Exact token count of each string, in one batch. Thread-safe."""
         with self._tokenize_lock:
@@ -188,7 +192,7 @@ class Engine:
         self.require_available()
         prompt_ids = None
         if self.state.value in SERVING_STATES:
-            prompt_ids = await asyncio.to_thread(self._tokenize, request.prompt)
+            prompt_ids = await asyncio.to_thread(self._encode, request.prompt)
             self._check_context(len(prompt_ids), request.max_tokens)
         job = Job(request=request, loop=asyncio.get_running_loop(), prompt_ids=prompt_ids)
         self._enqueue(job, lane)
@@ -343,7 +347,7 @@ class Engine:
         try:
             self.require_available()
             if job.prompt_ids is None:
-                job.prompt_ids = self._tokenize(job.request.prompt)
+                job.prompt_ids = self._encode(job.request.prompt)
                 self._check_context(len(job.prompt_ids), job.request.max_tokens)
             self._streams.append(RunningStream(job, self.backend, job.prompt_ids))
         except QwendError as exc:
@@ -413,6 +417,10 @@ class Engine:
     def _tokenize(self, text: str) -> list[int]:
         with self._tokenize_lock:
             return self.backend.tokenize(text)
+
+    def _encode(self, prompt: Prompt) -> list[int]:
+        with self._tokenize_lock:
+            return self.backend.encode(prompt)
 
     def _check_context(self, prompt_tokens: int, max_tokens: int) -> None:
         limit = self.backend.context_length

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
 
-from qwend.backends.base import Backend, Sampling
+from qwend.backends.base import Backend, Prompt, Sampling
 from qwend.engine.decoding import IncrementalDecoder, StopMatcher, trim_repeated_suffix
 from qwend.errors import OutOfMemory, QwendError
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 class GenerationRequest:
     """A rendered prompt plus everything the engine needs to run it."""
 
-    prompt: str
+    prompt: Prompt
     max_tokens: int
     sampling: Sampling
     stops: tuple[str, ...] = ()
