@@ -127,10 +127,11 @@ class FakeBackend(Backend):
         return self._stop_ids
 
     def tokenize(self, text: str) -> list[int]:
+        text.encode()  # like a real tokenizer, refuse what is not text (a lone surrogate)
         return ids(text)
 
     def tokenize_markup(self, marker: str) -> list[int]:
-        return ids(marker)
+        return self.tokenize(marker)
 
     def decode(self, token_ids: list[int]) -> str:
         return "".join(chr(i) for i in token_ids)
