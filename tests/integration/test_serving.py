@@ -296,3 +296,30 @@ def test_serving_made_no_network_connection(shared_daemon: Daemon) -> None:
     assert shared_daemon.health() == "ready"
     guard_log = shared_daemon.netguard_log
     assert not guard_log.exists() or guard_log.read_text() == ""
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/completions", {"prompt": "", "max_tokens": 4, "temperature": 0}),
+        ("/v1/completions", {"prompt": "", "suffix": "", "max_tokens": 4, "temperature": 0}),
+        ("/v1/tasks/complete", {"prefix": "", "suffix": "", "max_tokens": 4, "temperature": 0}),
+        ("/v1/tasks/complete", {"prefix": "", "max_tokens": 4, "stream": True}),
+    ],
+)
+def test_an_empty_prompt_or_file_gets_a_completion(
+    shared_daemon: Daemon, path: str, body: dict[str, Any]
+) -> None:
+    """An empty prompt starts a new document (issue 15, item 6): the model's
+    end-of-text marker is the whole prompt, as OpenAI's completions do."""
+    if body.get("stream"):
+        events = list(shared_daemon.client(timeout=120).stream(path, body))
+        assert "error" not in events[0], events[0]
+        assert events[-1]["finish_reason"] in ("stop", "length")
+        assert events[-1]["budget"]["prompt_tokens"] == 1
+        return
+    status, answer = _post(shared_daemon, path, body)
+    assert status == 200, answer
+    usage = answer["usage"]
+    assert usage["prompt_tokens"] == 1  # <|endoftext|>
+    assert usage["completion_tokens"] >= 1

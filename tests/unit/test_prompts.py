@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from qwend.backends.base import Prompt
 from qwend.engine.decoding import trim_repeated_suffix
 from qwend.tasks.prompts import (
     FAMILIES,
@@ -13,6 +14,7 @@ from qwend.tasks.prompts import (
     Snippet,
     completion_stops,
     line_comment,
+    nonempty,
     render_chat,
     render_code_task,
     render_commit_message,
@@ -286,3 +288,11 @@ def test_render_commit_message() -> None:
         "<|im_start|>user\nWrite it.\n\n```diff\n+a\n```<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
+
+
+@pytest.mark.parametrize("family", [QWEN, SMOL], ids=lambda f: f.name)
+def test_an_empty_completion_prompt_starts_a_document(family: Family) -> None:
+    rendered, stops = render_completion(family, "", None)
+    assert rendered.runs() == [("<|endoftext|>", True)]
+    assert stops == []
+    assert nonempty(family, Prompt.plain("x")) == Prompt.plain("x")

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from qwend.backends.base import Prompt
 from qwend.config import Settings, TaskSettings, load_config
 from qwend.errors import BadRequest, ContextLengthExceeded
 from qwend.protocol import (
@@ -77,6 +78,16 @@ def assert_untouched(prepared: PreparedTask) -> None:
 
 
 # -- complete ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["qwen2.5", "smollm2"])
+def test_complete_in_an_empty_file_has_a_prompt(run: Any, family: str) -> None:
+    """A new empty file: FIM keeps its markers; prefix-only starts a document."""
+    prepared = run("complete", CompleteInput(prefix="", suffix=""), family)
+    assert prepared.request.prompt.runs()
+    if family == "smollm2":
+        assert prepared.request.prompt == Prompt.marker("<|endoftext|>")
+        assert prepared.budget.prompt_tokens == 1
 
 
 def test_complete_fim_qwen(run: Any) -> None:

@@ -29,6 +29,7 @@ from qwend.engine.jobs import Finish, GenerationRequest, Job, RunningStream
 from qwend.engine.lanes import LANES, STOP_THREAD, Lanes
 from qwend.engine.stats import Stats
 from qwend.errors import (
+    BadRequest,
     ContextLengthExceeded,
     GenerationFailed,
     ModelNotLoaded,
@@ -423,6 +424,11 @@ class Engine:
             return self.backend.encode(prompt)
 
     def _check_context(self, prompt_tokens: int, max_tokens: int) -> None:
+        if prompt_tokens == 0:  # no token to predict from: no backend can run it
+            raise BadRequest(
+                "the prompt is empty: the model needs at least one token",
+                hint="send some text (the endpoints give an empty prompt the document start)",
+            )
         limit = self.backend.context_length
         if prompt_tokens + max_tokens > limit:
             raise ContextLengthExceeded(

@@ -43,7 +43,7 @@ from qwend.protocol import (
 )
 from qwend.responses import embeddings_body, encode_embedding, models_body, tokenize_body
 from qwend.tasks.prepare import PreparedTask, prepare
-from qwend.tasks.prompts import FAMILIES, ChatTurn, render_chat
+from qwend.tasks.prompts import FAMILIES, ChatTurn, nonempty, render_chat
 from qwend.tasks.registry import TASK_INPUTS
 
 
@@ -173,7 +173,7 @@ class InferenceService:
         await self._no_swap.wait()
         self._check_model(req.model)
         if not req.suffix:
-            prompt = Prompt.plain(req.prompt)
+            prompt = nonempty(self.family, Prompt.plain(req.prompt))
             return await self.engine.submit(self._generation(req, prompt, req.max_tokens, []))
         body = CompleteInput(
             prefix=req.prompt,

@@ -25,6 +25,7 @@ from qwend.tasks.prompts import (
     Family,
     Snippet,
     completion_stops,
+    nonempty,
     render_chat,
     render_code_task,
     render_commit_message,
@@ -138,8 +139,11 @@ def _complete(body: CompleteInput, family: Family, template: str) -> tuple[list[
                 path=body.path,
                 repo=body.repo,
             )
-        return render_prefix_only(
-            texts["prefix"], snippets=snippets, path=body.path, language=body.language
+        return nonempty(
+            family,
+            render_prefix_only(
+                texts["prefix"], snippets=snippets, path=body.path, language=body.language
+            ),
         )
 
     return parts, render

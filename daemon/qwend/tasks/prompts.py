@@ -42,6 +42,7 @@ class Family:
     default_system: str
     stop_strings: tuple[str, ...]
     fim: FimTokens | None
+    document_start: str = "<|endoftext|>"  # the pretraining separator: what starts a document
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,18 @@ def render_completion(family: Family, prompt: str, suffix: str | None) -> tuple[
     if family.fim is not None and suffix:
         rendered = render_fim(family.fim, prompt, suffix, snippets=(), path="", repo="")
         return rendered, completion_stops(family, suffix)
-    return Prompt.plain(prompt), suffix_stops(suffix)
+    return nonempty(family, Prompt.plain(prompt)), suffix_stops(suffix)
+
+
+def nonempty(family: Family, prompt: Prompt) -> Prompt:
+    """``prompt``, or the family's document start when it is empty.
+
+    A model needs at least one token to predict from. After the end-of-text
+    separator it begins a new document, as it learned in pretraining, so an
+    empty prompt or a new empty file gets a completion (OpenAI's completions
+    treat an empty prompt the same way).
+    """
+    return prompt if prompt.text else Prompt.marker(family.document_start)
 
 
 def render_code_task(
