@@ -31,7 +31,7 @@ from qwend.engine.service import InferenceService
 from qwend.metrics import Metrics
 from qwend.models.cache import require_model
 from qwend.paths import check_socket_path, ensure_private_dir
-from qwend.server.app import IN_FLIGHT, build_app
+from qwend.server.app import IN_FLIGHT, JsonErrorsAppRunner, build_app
 from qwend.server.unix_socket import InstanceLock, bind_private_socket
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ async def _serve(
 
     watcher = ConfigWatcher(reloader.watched_files(), on_config_edit)
     app = build_app(service, metrics)
-    runner = web.AppRunner(
+    runner = JsonErrorsAppRunner(
         app,
         handler_cancellation=True,  # a client that disconnects cancels its handler
         shutdown_timeout=CANCEL_GRACE_S,  # draining happens before, under the live timeout

@@ -323,3 +323,12 @@ def test_an_empty_prompt_or_file_gets_a_completion(
     usage = answer["usage"]
     assert usage["prompt_tokens"] == 1  # <|endoftext|>
     assert usage["completion_tokens"] >= 1
+
+
+def test_http_level_garbage_gets_a_json_error_from_the_daemon(shared_daemon: Daemon) -> None:
+    """aiohttp's own parser errors leave as JSON (issue 15, item 7); the unit tests
+    in test_app.py cover each kind, this checks the daemon's runner uses the hook."""
+    status, body = _raw(shared_daemon, b"GET /health HTTP/9.9\r\nHost: q\r\n\r\n")
+    assert status == 400
+    assert body["error"]["code"] == "bad_request"
+    assert body["error"]["message"].startswith("malformed HTTP request: ")
