@@ -23,7 +23,7 @@ START_TIMEOUT_S = 120.0  # `qwend serve --detach` on a loaded CPU machine takes 
 
 
 @pytest.fixture
-def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """HOME and XDG dirs in a short temp dir: the spawned daemon reads and writes
     only there, with the shipped config alone."""
     root = Path(tempfile.mkdtemp(prefix="qas-", dir="/tmp"))
@@ -54,12 +54,12 @@ async def _until(predicate: object, timeout: float) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_a_failed_auto_start_is_tried_once_and_reported_once(sandbox: Path) -> None:
+async def test_a_failed_auto_start_is_tried_once_and_reported_once(home: Path) -> None:
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("the default GPU profile starts here; the failing case needs a CPU machine")
-    link = CountingLink(sandbox / "qwend.sock")
+    link = CountingLink(home / "qwend.sock")
     link.backoff = Backoff(initial=0.01, cap=0.05)  # poll fast: any retry would show at once
     link.start(auto_start=True)
     try:
@@ -78,9 +78,9 @@ async def test_a_failed_auto_start_is_tried_once_and_reported_once(sandbox: Path
         await link.close()
 
 
-async def test_a_daemon_that_answers_ends_the_outage(sandbox: Path) -> None:
+async def test_a_daemon_that_answers_ends_the_outage(home: Path) -> None:
     """After a failed start, autoStart is armed again once any daemon has answered."""
-    link = CountingLink(sandbox / "qwend.sock")
+    link = CountingLink(home / "qwend.sock")
     link._start_failed("`qwend serve --detach` failed: no GPU")
     link._started_this_outage = True
     link._went_down("no socket")
