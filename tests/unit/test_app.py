@@ -209,3 +209,10 @@ async def test_http_level_garbage_gets_a_json_error(
     assert error["message"]
     assert "\n" not in error["message"]
     assert service.seen == []
+
+
+@pytest.mark.parametrize(("status", "code"), [(500, "internal_error"), (504, "internal_error")])
+def test_aiohttp_server_errors_keep_their_status(status: int, code: str) -> None:
+    error = app_module._low_level_error(status, None)
+    assert (error.http_status, error.code) == (status, code)
+    assert app_module._low_level_error(413, None).code == "payload_too_large"

@@ -329,8 +329,13 @@ class JsonErrorsRequestHandler(web_protocol.RequestHandler):
 def _low_level_error(status: int, message: str | None) -> QwendError:
     if status == 413:
         return PayloadTooLarge("the request is larger than the server accepts")
-    if status >= 500:
-        return QwendError("internal error", hint="see the daemon log")
+    if status >= 500:  # aiohttp's 500 (an escaped exception) or 504 (a handler timeout)
+        failure = QwendError(
+            "the request timed out" if status == 504 else "internal error",
+            hint="see the daemon log",
+        )
+        failure.http_status = status
+        return failure
     error = BadRequest(
         f"malformed HTTP request: {_summary(message) or f'HTTP {status}'}",
         hint="send HTTP/1.1 with a path and each header under 8 KB",
