@@ -39,7 +39,7 @@ from qwend.logsink import LogHealth
 from qwend.metrics import Metrics
 from qwend.models.cache import require_model
 from qwend.paths import check_socket_path, ensure_private_dir
-from qwend.server.app import IN_FLIGHT, build_app
+from qwend.server.app import IN_FLIGHT, JsonErrorsAppRunner, build_app
 from qwend.server.stalls import WriteWatchdog, runner_options
 from qwend.server.unix_socket import InstanceLock, bind_private_socket
 
@@ -131,7 +131,7 @@ async def _serve(
 
     watcher = ConfigWatcher(reloader.watched_files(), on_config_edit)
     app = build_app(service, metrics)
-    runner = web.AppRunner(
+    runner = JsonErrorsAppRunner(
         app,
         shutdown_timeout=CANCEL_GRACE_S,  # draining happens before, under the live timeout
         access_log=None,

@@ -10,6 +10,7 @@ a client is told instead of silently served something else.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal, Protocol
 
@@ -22,6 +23,8 @@ MAX_STOP_CHARS = 256
 MAX_SNIPPETS = 64  # more files than any prompt could hold anyway
 MAX_PATH_CHARS = 4096  # PATH_MAX on Linux; paths are labels here, never opened
 MAX_EMBEDDING_INPUTS = 256
+MAX_NUMBER_DIGITS = 4000  # under Python's 4,300-digit int-string limit; fields check range
+_SURROGATE = re.compile("[\ud800-\udfff]")  # only unpaired ones survive json.loads
 
 Temperature = Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)]
 TopP = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
@@ -159,14 +162,58 @@ class ChatInput(TaskBody):
 TaskInput = CompleteInput | CodeInput | CommitMessageInput | ChatInput
 
 
+def _bounded_int(digits: str) -> int:
+    """json's int hook: refuse numerals no field could take before Python's
+    int-string limit (4,300 digits) raises a ValueError mid-parse."""
+    if len(digits) > MAX_NUMBER_DIGITS:
+        raise BadRequest(
+            f"the body has a number of {len(digits)} digits; at most {MAX_NUMBER_DIGITS} are read"
+        )
+    return int(digits)
+
+
+def _first_non_text(data: Any) -> str | None:
+    """The path of the first string (key or value) holding a lone UTF-16
+    surrogate (a ``\ud800`` escape without its pair): JSON lets it through,
+    but it is not text, and no tokenizer, log or UTF-8 answer can carry it.
+    Iterative, so a deeply nested body cannot exhaust the stack."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return path or "body"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                child = f"{path}.{key}" if path else str(key)
+                if _SURROGATE.search(key):
+                    return path or "body"
+                stack.append((child, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{i}" if path else str(i), item) for i, item in enumerate(value))
+    return None
+
+
 def parse_body(model: type[BaseModel], raw: bytes) -> Any:
-    """Decode JSON and validate it into ``model``; raise BadRequest naming the field."""
+    """Decode JSON and validate it into ``model``; raise BadRequest naming the field.
+
+    Whatever the bytes, the answer is the model or a BadRequest: malformed
+    JSON, numbers too long to read or too large for their type, and strings
+    that are not Unicode text are refused here, once for every endpoint.
+    """
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        data = json.loads(raw, parse_int=_bounded_int)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
+    bad = _first_non_text(data)
+    if bad is not None:
+        raise BadRequest(
+            f"field '{bad}': contains a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff "
+            "escape), which is not text",
+            field=bad,
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -5,7 +5,10 @@ One ``DaemonLink`` per server. Each request opens its own connection
 the daemon drops the job within one token. A monitor task follows the
 daemon's ``/health``: it reports state changes, retries with exponential
 backoff (1 s x1.6, +-20 % jitter, capped at 120 s, reset after a success) and,
-with ``autoStart``, spawns ``qwend serve --detach`` once per outage.
+with ``autoStart``, spawns ``qwend serve --detach`` once per outage: an outage
+ends only when a daemon answers, so a start that fails (the GPU profile on a
+machine without one) is reported once, as state ``failed`` with its reason,
+and not retried until then.
 Requests never wait for the monitor: each one tries the socket itself, so the
 server recovers the moment the daemon is back.
 """
@@ -135,6 +138,8 @@ class DaemonLink:
         self._spawn: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.backoff = Backoff()
+        self._started_this_outage = False  # autoStart spawns once until a daemon answers
+        self._start_failure: LinkStatus | None = None  # shown until a daemon answers
 
     # -- requests ---------------------------------------------------------------
 
@@ -199,12 +204,19 @@ class DaemonLink:
         return data
 
     def _seen_working(self) -> None:
+        self._outage_over()
         if self.status.state != "ready":
             self._set(LinkStatus("ready", self.status.model, str(self.socket_path), "answering"))
             self._wake.set()
         self.backoff.reset()
 
+    def _outage_over(self) -> None:
+        self._started_this_outage = False
+        self._start_failure = None
+
     def _went_down(self, reason: str) -> None:
+        if self._start_failure is not None:
+            return  # the failed start's reason stays the status (reported once)
         if self.status.state not in ("unreachable", "starting"):
             self._set(LinkStatus("unreachable", None, str(self.socket_path), reason))
             self._wake.set()
@@ -231,6 +243,7 @@ class DaemonLink:
             state = "ready" if status == 200 else "failed"
         model = body.get("model")
         detail = "ready" if state == "ready" else str(body.get("error") or state)
+        self._outage_over()
         self._set(LinkStatus(state, str(model) if model else None, str(self.socket_path), detail))
         self.backoff.reset()
         return self.status
@@ -238,8 +251,10 @@ class DaemonLink:
     async def _follow(self) -> None:
         while True:
             status = await self.check()
-            if status.state in ("unreachable", "starting"):
-                if self.auto_start and self._spawn is None:
+            down = status.state in ("unreachable", "starting") or self._start_failure is not None
+            if down:
+                if self.auto_start and self._spawn is None and not self._started_this_outage:
+                    self._started_this_outage = True
                     self._spawn = asyncio.create_task(self._start_daemon())
                 delay = LOADING_POLL_S if self._spawn is not None else self.backoff.next()
             elif status.state in ("loading", "swapping"):
@@ -274,15 +289,18 @@ class DaemonLink:
             )
             _, err = await process.communicate()
         except OSError as exc:
-            detail = f"cannot start the daemon: {exc}"
-            self._set(LinkStatus("unreachable", None, str(self.socket_path), detail))
-            await asyncio.sleep(self.backoff.next())
+            self._start_failed(f"cannot start the daemon: {exc}")
             return
         if process.returncode not in (0, 3):  # 3: still loading after --wait
             lines = err.decode(errors="replace").strip().splitlines() or ["(no output)"]
-            detail = f"`qwend serve --detach` failed: {lines[-1]}"
-            self._set(LinkStatus("failed", None, str(self.socket_path), detail))
-            await asyncio.sleep(self.backoff.next())  # one try per backoff step
+            self._start_failed(f"`qwend serve --detach` failed: {lines[-1]}")
+
+    def _start_failed(self, detail: str) -> None:
+        """Report why once; the monitor keeps polling, and a daemon started by
+        hand ends the outage (and re-arms autoStart for the next one)."""
+        detail += " (not retried until a daemon answers)"
+        self._start_failure = LinkStatus("failed", None, str(self.socket_path), detail)
+        self._set(self._start_failure)
 
     def _set(self, status: LinkStatus) -> None:
         changed = (status.state, status.model, status.detail) != (

@@ -31,6 +31,7 @@ from qwend_lsp import commands
 from qwend_lsp.actions import CODE_ACTION_KINDS, CODE_ACTIONS, code_actions
 from qwend_lsp.completion import RecentDocuments, snippet_score, snippet_text
 from qwend_lsp.daemon_link import DaemonDown, DaemonLink, DaemonRequestError, LinkStatus
+from qwend_lsp.framing import serve_stdio
 from qwend_lsp.inline import InlineCompleter, InlineRequest
 from qwend_lsp.options import Options, parse_options
 
@@ -315,7 +316,7 @@ def main(socket_path: Path, config_path: str | None) -> int:
         format="qwend-lsp %(levelname)s %(name)s: %(message)s",
     )
     server = build(socket_path, config_path)
-    server.start_io()
+    serve_stdio(server)  # server.start_io(), with framing that survives stdin garbage
     # Exit now: the interpreter would otherwise join pygls' stdin reader thread, which
     # stays blocked on read while the editor keeps our stdin open after `exit`.
     code = 0 if getattr(server.protocol, "_shutdown", False) else 1

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from qwend.backends.base import Sampling
+from qwend.backends.base import Prompt, Sampling
 from qwend.backends.exllamav2.backend import ExLlamaV2Backend
 from qwend.backends.transformers import TransformersBackend
 from qwend.engine.engine import Engine
@@ -114,7 +114,9 @@ async def test_stream_and_cancel_within_a_step(smollm2_fp16: Path) -> None:
     engine.start(preload=True)
     try:
         await engine.ensure_loaded()
-        request = GenerationRequest(prompt=PROMPTS[0], max_tokens=1000, sampling=GREEDY)
+        request = GenerationRequest(
+            prompt=Prompt.plain(PROMPTS[0]), max_tokens=1000, sampling=GREEDY
+        )
         job = await engine.submit(request)
         deltas = []
         async for delta in job.stream():
@@ -125,7 +127,7 @@ async def test_stream_and_cancel_within_a_step(smollm2_fp16: Path) -> None:
         assert job.finish is not None and job.finish.completion_tokens <= 5
         assert backend._loaded is not None
         assert backend._loaded.generator.num_remaining_jobs() == 0  # its pages are free
-        again = await engine.submit(GenerationRequest(PROMPTS[1], 8, GREEDY))
+        again = await engine.submit(GenerationRequest(Prompt.plain(PROMPTS[1]), 8, GREEDY))
         assert await asyncio.wait_for(again.text(), 60)
     finally:
         await asyncio.to_thread(engine.close, 10)

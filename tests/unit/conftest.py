@@ -29,7 +29,8 @@ import pytest
 from tokenizers import Tokenizer
 
 from qwend import paths
-from qwend.backends.base import Backend, Sampling
+from qwend.backends.base import Backend, Prompt, Sampling
+from qwend.backends.tokens import TokenizerPair
 from qwend.engine.engine import Engine
 from qwend.metrics import Metrics
 
@@ -126,7 +127,11 @@ class FakeBackend(Backend):
         return self._stop_ids
 
     def tokenize(self, text: str) -> list[int]:
+        text.encode()  # like a real tokenizer, refuse what is not text (a lone surrogate)
         return ids(text)
+
+    def tokenize_markup(self, marker: str) -> list[int]:
+        return self.tokenize(marker)
 
     def decode(self, token_ids: list[int]) -> str:
         return "".join(chr(i) for i in token_ids)
@@ -231,8 +236,9 @@ def umask0() -> Iterator[None]:
 
 
 class TokenizerCounting:
-    """Exact token counts from a real tokenizer, as the engine counts them: no
-    special tokens added, special-token markup mapped to its ids. Satisfies
+    """Exact token counts from a real tokenizer, as the backends count them
+    (qwend.backends.tokens): request text as plain text, a rendered prompt's
+    markers as their ids, no special tokens added. Satisfies
     qwend.tasks.prepare.TokenCounting."""
 
     mode = "exact"
@@ -240,17 +246,25 @@ class TokenizerCounting:
     def __init__(self, name: str, tokenizer: Tokenizer) -> None:
         self.name = name
         self.tokenizer = tokenizer
+        self.pair = TokenizerPair(tokenizer)
 
     def ids(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+        return self.pair.encode_plain([text])[0]
+
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        ids: list[int] = []
+        for text, is_marker in prompt.runs():
+            ids.extend(self.pair.encode_markup(text) if is_marker else self.ids(text))
+        return ids
 
     def count(self, text: str) -> int:
         return len(self.ids(text))
 
+    def count_prompt(self, prompt: Prompt) -> int:
+        return len(self.prompt_ids(prompt))
+
     def count_lines(self, lines: list[str]) -> list[int]:
-        if not lines:
-            return []
-        return [len(e.ids) for e in self.tokenizer.encode_batch(lines, add_special_tokens=False)]
+        return [len(ids) for ids in self.pair.encode_plain(lines)]
 
     def __repr__(self) -> str:  # readable test ids and hypothesis reports
         return f"TokenizerCounting({self.name})"

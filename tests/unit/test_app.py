@@ -19,7 +19,7 @@ from qwend.errors import QueueFull
 from qwend.metrics import Metrics
 from qwend.protocol import ChatRequest, CompletionRequest, TokenizeRequest
 from qwend.server import app as app_module
-from qwend.server.app import build_app
+from qwend.server.app import JsonErrorsAppRunner, build_app
 from qwend.server.stalls import WriteWatchdog, runner_options
 
 
@@ -101,7 +101,7 @@ class FakeService:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[Path, FakeService]]:
     service = FakeService()
-    runner = web.AppRunner(build_app(service, Metrics()))  # type: ignore[arg-type]
+    runner = JsonErrorsAppRunner(build_app(service, Metrics()))  # type: ignore[arg-type]
     await runner.setup()
     directory = Path(tempfile.mkdtemp(prefix="qwa-", dir="/tmp"))
     socket_path = directory / "s.sock"
@@ -272,3 +272,56 @@ async def test_a_client_that_stops_reading_is_dropped_and_its_job_cancelled(stri
             await asyncio.sleep(0.05)
     assert watchdog.aborted == 1
     assert runner.server.connections == []
+
+
+# -- aiohttp's own errors are JSON too (issue 15, item 7) ---------------------------------
+
+
+def _raw_exchange(path: Path, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /health HTTP/9.9\r\nHost: q\r\n\r\n",
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: q\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n",
+        b"POST /v1/tokenize HTTP/1.1\r\nContent-Length: ten\r\n\r\n",
+        b"POST /v1/tokenize HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # a TLS hello
+        b"GET /health HTTP/1.1\r\nBad Header\r\n\r\n",
+    ],
+    ids=["garbage", "http-9.9", "long-path", "long-header", "nan-length", "negative-length",
+         "tls", "bad-header"],
+)  # fmt: skip
+async def test_http_level_garbage_gets_a_json_error(
+    served: tuple[Path, FakeService], request_bytes: bytes
+) -> None:
+    path, service = served
+    status, headers, body = await asyncio.to_thread(_raw_exchange, path, request_bytes)
+    assert 400 <= status < 500
+    assert headers["content-type"].startswith("application/json")
+    error = json.loads(body)["error"]
+    assert error["code"] in ("bad_request", "payload_too_large")
+    assert error["message"]
+    assert "\n" not in error["message"]
+    assert service.seen == []
+
+
+@pytest.mark.parametrize(("status", "code"), [(500, "internal_error"), (504, "internal_error")])
+def test_aiohttp_server_errors_keep_their_status(status: int, code: str) -> None:
+    error = app_module._low_level_error(status, None)
+    assert (error.http_status, error.code) == (status, code)
+    assert app_module._low_level_error(413, None).code == "payload_too_large"

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from qwend.backends.base import Prompt
 from qwend.errors import ContextLengthExceeded
 from qwend.tasks.budget import Fitted, Limits, Part, fit
 from qwend.tasks.prepare import TokenCounting as TokenizerCounting
@@ -45,7 +46,7 @@ PROPERTY_SETTINGS = settings(
 )
 FAMILY_NAMES = ["qwen2.5", "smollm2"]
 
-Render = Callable[[dict[str, str]], str]
+Render = Callable[[dict[str, str]], Prompt]
 
 
 def lines_of(text: str) -> list[str]:
@@ -120,7 +121,7 @@ def check_fitted(
 ) -> None:
     """Every invariant of a successful fit."""
     report = fitted.report
-    exact = counting.count(fitted.prompt)
+    exact = counting.count_prompt(fitted.prompt)
     assert exact <= limits.input_budget
     assert report.prompt_tokens == exact
     assert report.input_budget == limits.input_budget
@@ -162,12 +163,12 @@ def fits_by_line_counts(
 ) -> bool:
     """Everything fits both as the allocator counts (template + whole required
     parts + flexible parts line by line) and as the real prompt counts."""
-    overhead = counting.count(render({p.name: "" for p in parts}))
+    overhead = counting.count_prompt(render({p.name: "" for p in parts}))
     need = overhead + sum(
         counting.count(p.text) if p.required else sum(counting.count_lines(lines_of(p.text)))
         for p in parts
     )
-    full = counting.count(render({p.name: p.text for p in parts}))
+    full = counting.count_prompt(render({p.name: p.text for p in parts}))
     return need <= limits.input_budget and full <= limits.input_budget
 
 
@@ -199,7 +200,7 @@ def completion_parts(
 def completion_render(family_name: str, snippet_parts: Sequence[Part]) -> Render:
     names = [p.name for p in snippet_parts]
 
-    def render(texts: dict[str, str]) -> str:
+    def render(texts: dict[str, str]) -> Prompt:
         snippets = [Snippet(n.split(":", 2)[2], texts[n]) for n in names]
         if family_name == "qwen2.5":
             return render_fim(
@@ -232,7 +233,7 @@ def test_completion_fit_properties(
         prefix, suffix, snippets, with_suffix=family_name == "qwen2.5"
     )
     render = completion_render(family_name, snippet_parts)
-    overhead = counting.count(render({p.name: "" for p in parts}))
+    overhead = counting.count_prompt(render({p.name: "" for p in parts}))
     if limits.input_budget <= 0 or overhead > limits.input_budget:
         # No required parts here: only the template itself can be too large.
         with pytest.raises(ContextLengthExceeded) as info:
@@ -265,6 +266,7 @@ def fit_with(
         limits,
         count=counting.count,
         count_lines=counting.count_lines,
+        count_prompt=counting.count_prompt,
         render=render,
     )
 
@@ -297,7 +299,7 @@ def test_code_task_fit_properties(
         Part("context", context, group="context"),
     ]
 
-    def render(texts: dict[str, str]) -> str:
+    def render(texts: dict[str, str]) -> Prompt:
         return render_code_task(
             family,
             system=texts["system"],
@@ -308,9 +310,9 @@ def test_code_task_fit_properties(
             language="python",
         )
 
-    overhead = counting.count(render({p.name: "" for p in parts}))
+    overhead = counting.count_prompt(render({p.name: "" for p in parts}))
     required = sum(counting.count(p.text) for p in parts if p.required)
-    bare = counting.count(render({p.name: "" if p.group else p.text for p in parts}))
+    bare = counting.count_prompt(render({p.name: "" if p.group else p.text for p in parts}))
     try:
         fitted = fit_with(parts, {"context": 1.0}, limits, counting, render)
     except ContextLengthExceeded as exc:
@@ -348,7 +350,7 @@ def test_chat_fit_properties(
     counting = countings[family_name]
     parts, _, names = chat_parts(history, latest)
     render = chat_render(names, FAMILIES[family_name])
-    bare = counting.count(render({p.name: "" if p.group else p.text for p in parts}))
+    bare = counting.count_prompt(render({p.name: "" if p.group else p.text for p in parts}))
     try:
         fitted = fit_with(parts, {"history": 1.0}, limits, counting, render)
     except ContextLengthExceeded as exc:
@@ -368,7 +370,7 @@ def test_chat_fit_properties(
 # -- deterministic cases -------------------------------------------------------------
 
 
-def qwen_fim_render(texts: dict[str, str]) -> str:
+def qwen_fim_render(texts: dict[str, str]) -> Prompt:
     return render_fim(FIM, texts["prefix"], texts["suffix"], snippets=[], path="", repo="")
 
 
@@ -376,15 +378,22 @@ def test_required_parts_too_large_gives_every_number(qwen_counting: TokenizerCou
     code = "".join(f"value_{i} = compute({i})\n" for i in range(40))
     parts = [Part("system", "Be brief."), Part("code", code), Part("context", "x\n", group="c")]
 
-    def render(texts: dict[str, str]) -> str:
+    def render(texts: dict[str, str]) -> Prompt:
         # Markup that does not depend on which parts are empty, so the template's
         # count is exact (render_chat leaves out an empty system turn).
+        start, end = Prompt.marker("<|im_start|>"), Prompt.marker("<|im_end|>")
         return (
-            f"<|im_start|>system\n{texts['system']}<|im_end|>\n"
-            f"<|im_start|>user\n{texts['code']}{texts['context']}<|im_end|>\n"
+            start
+            + f"system\n{texts['system']}"
+            + end
+            + "\n"
+            + start
+            + f"user\n{texts['code']}{texts['context']}"
+            + end
+            + "\n"
         )
 
-    overhead = qwen_counting.count(render({"system": "", "code": "", "context": ""}))
+    overhead = qwen_counting.count_prompt(render({"system": "", "code": "", "context": ""}))
     system = qwen_counting.count("Be brief.")
     code_tokens = qwen_counting.count(code)
     needed = overhead + system + code_tokens
@@ -414,7 +423,7 @@ def test_input_cap_is_in_the_message(qwen_counting: TokenizerCounting) -> None:
     parts = [Part("instruction", "word " * 50)]
     limits = Limits(context_length=1000, max_tokens=10, max_input_tokens=20)
     with pytest.raises(ContextLengthExceeded) as info:
-        fit_with(parts, {}, limits, qwen_counting, lambda t: t["instruction"])
+        fit_with(parts, {}, limits, qwen_counting, lambda t: Prompt.plain(t["instruction"]))
     assert "input budget is 20 (context 1000 - max_tokens 10, capped at 20)" in info.value.message
 
 
@@ -424,7 +433,7 @@ def test_no_room_at_all_is_refused(qwen_counting: TokenizerCounting, max_tokens:
     limits = Limits(context_length=100, max_tokens=max_tokens)
     assert limits.input_budget <= 0
     with pytest.raises(ContextLengthExceeded, match=f"input budget is {100 - max_tokens}"):
-        fit_with(parts, {"prefix": 1.0}, limits, qwen_counting, lambda t: t["prefix"])
+        fit_with(parts, {"prefix": 1.0}, limits, qwen_counting, lambda t: Prompt.plain(t["prefix"]))
 
 
 def test_prefix_keeps_lines_nearest_the_cursor(qwen_counting: TokenizerCounting) -> None:
@@ -460,7 +469,7 @@ def test_unneeded_share_flows_to_the_others(qwen_counting: TokenizerCounting) ->
     limits = Limits(context_length=600, max_tokens=100)
     shares = {"prefix": 0.6, "suffix": 0.15, "snippets": 0.25}
 
-    def render(texts: dict[str, str]) -> str:
+    def render(texts: dict[str, str]) -> Prompt:
         snippets = [Snippet("a.py", texts["snippet:0:a.py"])]
         return render_fim(
             FIM, texts["prefix"], texts["suffix"], snippets=snippets, path="", repo=""
@@ -481,8 +490,8 @@ def test_everything_fits_nothing_is_dropped(countings: dict[str, TokenizerCounti
             Part("suffix", suffix, group="suffix", keep="start"),
         ]
         full = qwen_fim_render({"prefix": prefix, "suffix": suffix})
-        exact = counting.count(full)
-        line_sum = counting.count(qwen_fim_render({"prefix": "", "suffix": ""})) + sum(
+        exact = counting.count_prompt(full)
+        line_sum = counting.count_prompt(qwen_fim_render({"prefix": "", "suffix": ""})) + sum(
             counting.count_lines(lines_of(prefix + suffix))
         )
         limits = Limits(context_length=max(exact, line_sum) + 5, max_tokens=5)
@@ -511,8 +520,8 @@ def test_a_prompt_that_fits_by_exact_count_is_not_cut(
         Part("suffix", "", group="suffix", keep="start"),
     ]
     full = qwen_fim_render({"prefix": prefix, "suffix": ""})
-    exact = counting.count(full)
-    line_sum = counting.count(qwen_fim_render({"prefix": "", "suffix": ""})) + sum(
+    exact = counting.count_prompt(full)
+    line_sum = counting.count_prompt(qwen_fim_render({"prefix": "", "suffix": ""})) + sum(
         counting.count_lines(lines_of(prefix))
     )
     assert line_sum > exact  # the overcount this test is about
@@ -532,15 +541,26 @@ def test_merges_over_the_sum_are_cut_until_the_real_count_fits() -> None:
     def count_lines(lines: list[str]) -> list[int]:
         return [count(line) for line in lines]
 
-    def render(texts: dict[str, str]) -> str:
-        return f"<{texts['body']}>" + ("[" if texts["body"] else "")
+    def count_prompt(prompt: Prompt) -> int:
+        return count(prompt.text)
+
+    def render(texts: dict[str, str]) -> Prompt:
+        return Prompt.plain(f"<{texts['body']}>" + ("[" if texts["body"] else ""))
 
     body = "".join(f"{i:02d}\n" for i in range(20))  # 20 lines of 3 characters
     parts = [Part("body", body, group="body", keep="end")]
     limits = Limits(context_length=40, max_tokens=10)  # budget 30
-    fitted = fit(parts, {"body": 1.0}, limits, count=count, count_lines=count_lines, render=render)
-    assert count(fitted.prompt) <= 30
-    assert fitted.report.prompt_tokens == count(fitted.prompt)
+    fitted = fit(
+        parts,
+        {"body": 1.0},
+        limits,
+        count=count,
+        count_lines=count_lines,
+        count_prompt=count_prompt,
+        render=render,
+    )
+    assert count_prompt(fitted.prompt) <= 30
+    assert fitted.report.prompt_tokens == count_prompt(fitted.prompt)
     # The allocator sees 2 template + 9 lines of 3 = 29; the real count of that is
     # 40, so lines go (oldest first, keep="end") until 2 + 1 + 10 + 3 * 5 = 28 fits.
     assert fitted.texts["body"] == "".join(f"{i:02d}\n" for i in range(15, 20))
@@ -616,7 +636,7 @@ def chat_parts(
 def chat_render(names: Sequence[str], family: Family = QWEN) -> Render:
     """As tasks._chat renders: older turns left out when dropped."""
 
-    def render(texts: dict[str, str]) -> str:
+    def render(texts: dict[str, str]) -> Prompt:
         chat = [ChatTurn("system", texts["system"])]
         chat += [ChatTurn(n.split(":")[2], texts[n]) for n in names if texts[n] or n == names[-1]]
         return render_chat(family, chat)
@@ -630,7 +650,7 @@ def test_chat_drops_the_oldest_turns_first(qwen_counting: TokenizerCounting) -> 
     latest = "and now? " * 30
     parts, _, names = chat_parts(history, latest)
     render = chat_render(names)
-    bare = qwen_counting.count(render({p.name: "" if p.group else p.text for p in parts}))
+    bare = qwen_counting.count_prompt(render({p.name: "" if p.group else p.text for p in parts}))
     newest_two = sum(qwen_counting.count(t) + 5 for t in history[-2:])  # text + ChatML markup
     limits = Limits(context_length=bare + newest_two + 30 + 50, max_tokens=50)
     fitted = fit_with(parts, {"history": 1.0}, limits, qwen_counting, render)
@@ -638,11 +658,11 @@ def test_chat_drops_the_oldest_turns_first(qwen_counting: TokenizerCounting) -> 
     assert fitted.texts[names[-1]] == latest
     kept = [i for i, n in enumerate(names[:-1]) if fitted.texts[n]]
     assert kept == [4, 5]  # the two newest whole turns; older ones dropped whole
-    assert "turn 3" not in fitted.prompt
+    assert "turn 3" not in fitted.prompt.text
     assert (
-        fitted.prompt.index("turn 4")
-        < fitted.prompt.index("turn 5")
-        < fitted.prompt.index("and now?")
+        fitted.prompt.text.index("turn 4")
+        < fitted.prompt.text.index("turn 5")
+        < fitted.prompt.text.index("and now?")
     )
 
 
@@ -668,7 +688,7 @@ def test_chat_history_has_no_gaps(qwen_counting: TokenizerCounting) -> None:
     ]
     parts = [Part("system", ""), Part(names[-1], "latest"), *ranked]
 
-    def render(texts: dict[str, str]) -> str:
+    def render(texts: dict[str, str]) -> Prompt:
         chat = [ChatTurn("system", texts["system"])]
         chat += [ChatTurn(n.split(":")[2], texts[n]) for n in names if texts[n] or n == names[-1]]
         return render_chat(SMOL, chat)

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from qwend.backends.base import Sampling
+from qwend.backends.base import Prompt, Sampling
 from qwend.engine.engine import Engine
 from qwend.engine.jobs import GenerationRequest, Job
 from qwend.engine.lanes import LANES, STOP_THREAD, Lanes
 from qwend.errors import (
     BackendUnavailable,
+    BadRequest,
     ContextLengthExceeded,
     GenerationFailed,
     ModelMissing,
@@ -37,7 +38,9 @@ MakeEngine = Callable[..., Engine]
 def request(
     prompt: str = "p", max_tokens: int = 16, stops: tuple[str, ...] = ()
 ) -> GenerationRequest:
-    return GenerationRequest(prompt=prompt, max_tokens=max_tokens, sampling=SAMPLING, stops=stops)
+    return GenerationRequest(
+        prompt=Prompt.plain(prompt), max_tokens=max_tokens, sampling=SAMPLING, stops=stops
+    )
 
 
 async def wait_until(predicate: Callable[[], bool], what: str = "condition") -> None:
@@ -272,6 +275,21 @@ async def test_context_length_exceeded_at_submit(
     job = await engine.submit(request("abcdef", max_tokens=4))
     assert await text_of(job) == "abcd"
     assert backend.generate_calls == [[ord(c) for c in "abcdef"]]
+
+
+@pytest.mark.parametrize("preload", [True, False])
+async def test_an_empty_prompt_is_a_bad_request_not_a_failed_generation(
+    make_backend: MakeBackend, make_engine: MakeEngine, preload: bool
+) -> None:
+    """No backend can predict from zero tokens; the endpoints never send an empty
+    prompt (tasks/prompts.nonempty), and anything else gets a 400, not a 500."""
+    backend = make_backend("abc")
+    engine = make_engine(backend, preload=preload)
+    if preload:
+        await ready(engine)
+    with pytest.raises(BadRequest, match="the prompt is empty"):
+        await text_of(await engine.submit(request("")))
+    assert backend.generate_calls == []
 
 
 async def test_context_length_exceeded_with_a_lazy_model(

@@ -25,7 +25,7 @@ from tests.unit.conftest import QWEN_TOKENIZER_CACHE, qwen_tokenizer_json
 from tokenizers import Tokenizer
 
 from qwend.backends import create_backend
-from qwend.backends.base import Backend, Sampling
+from qwend.backends.base import Backend, Prompt, Sampling
 from qwend.backends.exllamav2 import cuda as cuda_env
 from qwend.backends.exllamav2.backend import (
     ExLlamaV2Backend,
@@ -36,6 +36,7 @@ from qwend.backends.exllamav2.backend import (
 )
 from qwend.backends.exllamav2.jobmux import JobMux
 from qwend.backends.folder import missing_files as model_files_missing
+from qwend.backends.tokens import TokenizerPair
 from qwend.config import ModelProfile, load_config
 from qwend.engine.engine import Engine
 from qwend.engine.jobs import GenerationRequest
@@ -217,6 +218,9 @@ class MuxBackend(Backend):
     def tokenize(self, text: str) -> list[int]:
         return [ord(c) for c in text]
 
+    def tokenize_markup(self, marker: str) -> list[int]:
+        return self.tokenize(marker)
+
     def decode(self, ids: list[int]) -> str:
         return "".join(chr(i) for i in ids)
 
@@ -236,7 +240,7 @@ async def test_the_engine_batches_concurrent_requests_through_the_mux() -> None:
     try:
         request = GenerationRequest
         jobs = [
-            await engine.submit(request(prompt=word, max_tokens=8, sampling=GREEDY))
+            await engine.submit(request(prompt=Prompt.plain(word), max_tokens=8, sampling=GREEDY))
             for word in ("alpha", "bravo", "charlie", "delta")
         ]
         backend.loaded.set()
@@ -272,15 +276,22 @@ def test_stop_ids_come_from_the_folders_configs(qwen_folder: Path) -> None:
     assert stop_ids_from_folder(qwen_folder, tokenizer) == {IM_END, END_OF_TEXT}
 
 
-def test_the_tokenizer_maps_qwen_markup_to_its_ids(qwen_folder: Path) -> None:
+def test_the_tokenizer_maps_only_template_markers_to_their_ids(qwen_folder: Path) -> None:
     backend = ExLlamaV2Backend(qwen_folder, _profile(), profile_name="qwen")
     backend._tokenizer = Tokenizer.from_file(str(qwen_folder / "tokenizer.json"))
-    fim = "<|fim_prefix|>def f(<|fim_suffix|>)<|fim_middle|>"
-    ids = backend.tokenize(fim)
+    backend._tokens = TokenizerPair(backend._tokenizer)
+    fim = Prompt.marker("<|fim_prefix|>") + "def f(" + Prompt.marker("<|fim_suffix|>") + ")"
+    ids = backend.encode(fim + Prompt.marker("<|fim_middle|>"))
     assert ids[0] == 151659 and 151661 in ids and ids[-1] == 151660
+    assert backend.decode(ids) == "<|fim_prefix|>def f(<|fim_suffix|>)<|fim_middle|>"
     assert backend.tokenize("Hello world") == [9707, 1879]
-    assert backend.tokenize_batch(["Hello world", "<|im_start|>"]) == [[9707, 1879], [151644]]
-    assert backend.decode(ids) == fim
+    # Markup typed in request text is text: special (<|im_start|>) or merely added
+    # (<|fim_middle|>), it never becomes the control token.
+    typed = backend.tokenize_batch(["Hello world", "<|im_start|>", "x<|fim_middle|>"])
+    assert typed[0] == [9707, 1879]
+    assert all(i < 151643 for i in typed[1] + typed[2])
+    assert backend.decode(typed[1]) == "<|im_start|>"
+    assert backend.tokenize_markup("<|im_start|>") == [151644]
 
 
 def test_model_files_missing_names_what_is_absent(tmp_path: Path, qwen_folder: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from qwend.backends.base import Prompt
 from qwend.engine.decoding import trim_repeated_suffix
 from qwend.tasks.prompts import (
     FAMILIES,
@@ -13,6 +14,7 @@ from qwend.tasks.prompts import (
     Snippet,
     completion_stops,
     line_comment,
+    nonempty,
     render_chat,
     render_code_task,
     render_commit_message,
@@ -39,6 +41,12 @@ QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assista
 SMOL_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 
+def completion(family: Family, prompt: str, suffix: str | None) -> tuple[str, list[str]]:
+    """render_completion with the prompt's text (markers are checked in test_tokenizers)."""
+    rendered, stops = render_completion(family, prompt, suffix)
+    return rendered.text, stops
+
+
 def test_families_known() -> None:
     assert set(FAMILIES) == {"qwen2.5", "smollm2"}
     assert QWEN.default_system == QWEN_SYSTEM
@@ -50,7 +58,7 @@ def test_families_known() -> None:
 
 
 def test_chat_golden_smollm2() -> None:
-    prompt = render_chat(SMOL, [ChatTurn("user", "Write hello world in C.")])
+    prompt = render_chat(SMOL, [ChatTurn("user", "Write hello world in C.")]).text
     assert prompt == (
         "<|im_start|>system\n"
         "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
@@ -61,7 +69,7 @@ def test_chat_golden_smollm2() -> None:
 
 
 def test_chat_golden_qwen() -> None:
-    prompt = render_chat(QWEN, [ChatTurn("user", "Hi")])
+    prompt = render_chat(QWEN, [ChatTurn("user", "Hi")]).text
     assert prompt == (
         "<|im_start|>system\n"
         "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
@@ -79,7 +87,7 @@ def test_chat_with_own_system_turn_has_no_default(family: Family) -> None:
         ChatTurn("assistant", "4"),
         ChatTurn("user", "and 3+3?"),
     ]
-    prompt = render_chat(family, turns)
+    prompt = render_chat(family, turns).text
     assert prompt == (
         "<|im_start|>system\nBe terse.<|im_end|>\n"
         "<|im_start|>user\n2+2?<|im_end|>\n"
@@ -92,13 +100,13 @@ def test_chat_with_own_system_turn_has_no_default(family: Family) -> None:
 
 
 def test_chat_system_turn_later_still_gets_default_first() -> None:
-    prompt = render_chat(SMOL, [ChatTurn("user", "u"), ChatTurn("system", "s")])
+    prompt = render_chat(SMOL, [ChatTurn("user", "u"), ChatTurn("system", "s")]).text
     assert prompt.startswith(f"<|im_start|>system\n{SMOL_SYSTEM}<|im_end|>\n<|im_start|>user\n")
     assert prompt.count("<|im_start|>system\n") == 2
 
 
 def test_chat_empty_turns_gets_default_system_and_open_assistant() -> None:
-    assert render_chat(QWEN, []) == (
+    assert render_chat(QWEN, []).text == (
         f"<|im_start|>system\n{QWEN_SYSTEM}<|im_end|>\n<|im_start|>assistant\n"
     )
 
@@ -110,7 +118,7 @@ def test_chat_does_not_mutate_the_turn_list() -> None:
 
 
 def test_completion_qwen_builds_fim_prompt() -> None:
-    prompt, stops = render_completion(QWEN, "def add(a, b):\n    ", "\n\nprint(add(1, 2))\n")
+    prompt, stops = completion(QWEN, "def add(a, b):\n    ", "\n\nprint(add(1, 2))\n")
     assert prompt == (
         "<|fim_prefix|>def add(a, b):\n    <|fim_suffix|>\n\nprint(add(1, 2))\n<|fim_middle|>"
     )
@@ -119,7 +127,7 @@ def test_completion_qwen_builds_fim_prompt() -> None:
 
 
 def test_completion_smollm2_has_no_fim_and_returns_prompt_only() -> None:
-    prompt, stops = render_completion(SMOL, "def add(a, b):\n    ", "\n   \n  return x  \nmore\n")
+    prompt, stops = completion(SMOL, "def add(a, b):\n    ", "\n   \n  return x  \nmore\n")
     assert prompt == "def add(a, b):\n    "
     assert "<|fim" not in prompt
     assert stops == ["return x"]  # first non-blank line, stripped
@@ -130,28 +138,28 @@ def test_completion_smollm2_has_no_fim_and_returns_prompt_only() -> None:
 def test_completion_without_suffix_is_plain_prompt_without_stops(
     family: Family, suffix: str | None
 ) -> None:
-    assert render_completion(family, "x = ", suffix) == ("x = ", [])
+    assert completion(family, "x = ", suffix) == ("x = ", [])
 
 
 @pytest.mark.parametrize("line", ["}", ")", "];", "  }  "])
 def test_completion_short_suffix_line_is_not_a_stop(line: str) -> None:
     assert len(line.strip()) < MIN_SUFFIX_STOP_CHARS
-    prompt, stops = render_completion(SMOL, "p", f"\n{line}\nlonger line\n")
+    prompt, stops = completion(SMOL, "p", f"\n{line}\nlonger line\n")
     assert prompt == "p"
     assert stops == []
 
 
 def test_completion_suffix_line_of_exactly_min_chars_is_a_stop() -> None:
-    _, stops = render_completion(SMOL, "p", "end\n")
+    _, stops = completion(SMOL, "p", "end\n")
     assert MIN_SUFFIX_STOP_CHARS == 3
     assert stops == ["end"]
 
 
 def test_completion_blank_suffix_gives_no_stop_but_qwen_still_uses_fim() -> None:
-    prompt, stops = render_completion(QWEN, "a", " \n\t\n")
+    prompt, stops = completion(QWEN, "a", " \n\t\n")
     assert stops == [*FIM_MARKERS, *FAMILY_STOPS]  # no suffix line, the markers still stop
     assert prompt == "<|fim_prefix|>a<|fim_suffix|> \n\t\n<|fim_middle|>"
-    assert render_completion(SMOL, "a", " \n\t\n") == ("a", [])
+    assert completion(SMOL, "a", " \n\t\n") == ("a", [])
 
 
 # -- completion stops ------------------------------------------------------------------
@@ -202,7 +210,7 @@ def test_trim_repeated_suffix(text: str, suffix: str, expected: str) -> None:
 
 def test_render_fim_plain_window() -> None:
     assert QWEN.fim is not None
-    prompt = render_fim(QWEN.fim, "p", "s", snippets=[], path="a.py", repo="")
+    prompt = render_fim(QWEN.fim, "p", "s", snippets=[], path="a.py", repo="").text
     # A path alone does not take the repo-level form.
     assert prompt == "<|fim_prefix|>p<|fim_suffix|>s<|fim_middle|>"
 
@@ -211,7 +219,7 @@ def test_render_fim_repo_level_defaults_and_empty_snippets() -> None:
     assert QWEN.fim is not None
     prompt = render_fim(
         QWEN.fim, "p", "s", snippets=[Snippet("x.py", ""), Snippet("y.py", "Y\n")], path="", repo=""
-    )
+    ).text
     assert prompt == (
         "<|repo_name|>workspace\n<|file_sep|>y.py\nY\n\n<|file_sep|>untitled\n"
         "<|fim_prefix|>p<|fim_suffix|>s<|fim_middle|>"
@@ -220,12 +228,12 @@ def test_render_fim_repo_level_defaults_and_empty_snippets() -> None:
 
 def test_render_prefix_only() -> None:
     snippets = [Snippet("lib/u.py", "def u(): ...\n"), Snippet("lib/empty.py", "")]
-    assert render_prefix_only("x = ", snippets=snippets, path="main.py", language="python") == (
-        "# lib/u.py\ndef u(): ...\n\n\n# main.py\nx = "
-    )
+    assert render_prefix_only(
+        "x = ", snippets=snippets, path="main.py", language="python"
+    ).text == ("# lib/u.py\ndef u(): ...\n\n\n# main.py\nx = ")
     # No other files: the prefix alone, with no header for this file either.
-    assert render_prefix_only("x = ", snippets=[], path="main.py", language="python") == "x = "
-    assert render_prefix_only("x", snippets=snippets[:1], path="", language="") == (
+    assert render_prefix_only("x = ", snippets=[], path="main.py", language="python").text == "x = "
+    assert render_prefix_only("x", snippets=snippets[:1], path="", language="").text == (
         "# lib/u.py\ndef u(): ...\n\n\nx"
     )
 
@@ -256,7 +264,7 @@ def test_line_comment(language: str, mark: str) -> None:
 def test_render_code_task_minimal_and_full() -> None:
     minimal = render_code_task(
         SMOL, system="S", instruction="Explain.", code="x", context="", path="", language=""
-    )
+    ).text
     assert minimal == (
         "<|im_start|>system\nS<|im_end|>\n"
         "<|im_start|>user\nExplain.\n\nCode:\n```\nx\n```<|im_end|>\n"
@@ -264,7 +272,7 @@ def test_render_code_task_minimal_and_full() -> None:
     )
     full = render_code_task(
         QWEN, system="", instruction="Fix.", code="y", context="z", path="a.rs", language="Rust"
-    )
+    ).text
     # An empty system prompt leaves the system turn out (no family default either).
     assert full == (
         "<|im_start|>user\nFix.\n\nFile: a.rs\n\n"
@@ -274,8 +282,17 @@ def test_render_code_task_minimal_and_full() -> None:
 
 
 def test_render_commit_message() -> None:
-    assert render_commit_message(QWEN, system="S", instruction="Write it.", diff="+a") == (
+    rendered = render_commit_message(QWEN, system="S", instruction="Write it.", diff="+a")
+    assert rendered.text == (
         "<|im_start|>system\nS<|im_end|>\n"
         "<|im_start|>user\nWrite it.\n\n```diff\n+a\n```<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
+
+
+@pytest.mark.parametrize("family", [QWEN, SMOL], ids=lambda f: f.name)
+def test_an_empty_completion_prompt_starts_a_document(family: Family) -> None:
+    rendered, stops = render_completion(family, "", None)
+    assert rendered.runs() == [("<|endoftext|>", True)]
+    assert stops == []
+    assert nonempty(family, Prompt.plain("x")) == Prompt.plain("x")

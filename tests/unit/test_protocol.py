@@ -505,3 +505,56 @@ def test_encode_embedding() -> None:
     packed = encode_embedding(vector, "base64")
     assert isinstance(packed, str)
     assert list(struct.unpack("<3f", base64.b64decode(packed))) == vector
+
+
+# -- what JSON allows but is not a request (issue 15, item 5) -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "raw", "field"),
+    [
+        (TokenizeRequest, b'{"text": "\\ud800"}', "text"),
+        (CompletionRequest, b'{"prompt": "ok", "suffix": "a\\udc00\\ud800b"}', "suffix"),
+        (ChatRequest, b'{"messages": [{"role": "user", "content": "\\udfff"}]}',
+         "messages.0.content"),
+        (TASK_INPUTS["complete"], b'{"prefix": "", "snippets": [{"path": "\\ud83d"}]}',
+         "snippets.0.path"),
+        (EmbeddingsRequest, b'{"input": ["ok", "\\ud800"]}', "input.1"),
+        (CompletionRequest, b'{"prompt": "ok", "\\ud800": 1}', "body"),
+    ],
+)  # fmt: skip
+def test_lone_surrogates_are_named_not_crashes(
+    model: type[BaseModel], raw: bytes, field: str
+) -> None:
+    err = bad_field(model, raw, field)
+    assert "surrogate" in err.message
+    json.dumps(err.to_dict()).encode()  # the answer itself is clean UTF-8
+
+
+def test_a_paired_surrogate_escape_is_one_character() -> None:
+    req = parse_body(TokenizeRequest, b'{"text": "\\ud83d\\ude00"}')
+    assert req.text == "\U0001f600"
+
+
+@pytest.mark.parametrize("digits", [4001, 4301, 5000])
+def test_integers_too_long_to_read_are_a_bad_request(digits: int) -> None:
+    err = bad(CompletionRequest, b'{"prompt": "x", "max_tokens": ' + b"9" * digits + b"}")
+    assert f"{digits} digits" in err.message
+    assert "set_int_max_str_digits" not in err.message
+
+
+@pytest.mark.parametrize(
+    ("field", "literal"),
+    [
+        ("temperature", b"1" + b"0" * 400),
+        ("temperature", b"1e999"),
+        ("top_p", b"-1e999"),
+        ("temperature", b"NaN"),
+        ("seed", b"9" * 100),
+        ("max_tokens", b"1e999"),
+    ],
+)
+def test_huge_numbers_are_named(field: str, literal: bytes) -> None:
+    bad_field(
+        CompletionRequest, b'{"prompt": "x", "' + field.encode() + b'": ' + literal + b"}", field
+    )

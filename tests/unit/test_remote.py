@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from tests.unit.conftest import GATE_TIMEOUT_S
 
-from qwend.backends.base import Backend, Sampling, TextPiece
+from qwend.backends.base import Backend, Prompt, Sampling, TextPiece
 from qwend.backends.remote.apikey import ApiKey, read_api_key
 from qwend.backends.remote.backend import _END, _pieces
 from qwend.backends.remote.client import Chunk
@@ -259,6 +259,9 @@ class TextBackend(Backend):
     def tokenize(self, text: str) -> list[int]:
         return [ord(c) for c in text]
 
+    def tokenize_markup(self, marker: str) -> list[int]:
+        return [ord(c) for c in marker]
+
     def decode(self, ids: list[int]) -> str:
         raise AssertionError("a text backend is never asked to decode")
 
@@ -299,7 +302,7 @@ class TextBackend(Backend):
 
 
 def request(prompt: str, stops: tuple[str, ...] = ()) -> GenerationRequest:
-    return GenerationRequest(prompt, 50, Sampling(0.0, 1.0), stops)
+    return GenerationRequest(Prompt.plain(prompt), 50, Sampling(0.0, 1.0), stops)
 
 
 async def test_text_pieces_are_cut_at_a_stop_across_pieces(make_engine: Any) -> None:

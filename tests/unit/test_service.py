@@ -137,7 +137,7 @@ async def test_no_tokenizer_estimates_when_configured(
     run = await service.task("explain", raw(code="x = 1"))
     assert run.budget["counting"] == "estimate"
     assert run.budget["task"] == "explain"
-    prompt = run.generation.request.prompt
+    prompt = run.generation.request.prompt.text
     assert run.budget["prompt_tokens"] == math.ceil(len(prompt) / 3.5)
     assert await asyncio.wait_for(run.generation.text(), WAIT_S) == "ok"
 
@@ -172,7 +172,7 @@ async def test_task_end_to_end(make_service: Callable[..., InferenceService]) ->
     assert budget["context_length"] == 16384
     assert run.sampling == {"max_tokens": 50, "temperature": 0.1, "top_p": 0.95, "seed": None}
     assert budget["input_budget"] == 16384 - 50
-    prompt = run.generation.request.prompt
+    prompt = run.generation.request.prompt.text
     assert budget["prompt_tokens"] == len(prompt)  # exact: the fake's one token per char
     assert "Code:\n```\ndef f(): pass\n```" in prompt
     assert await asyncio.wait_for(run.generation.text(), WAIT_S) == "A docstring."
@@ -231,7 +231,7 @@ async def test_completion_with_a_suffix_uses_the_complete_task(
     req = CompletionRequest(prompt="print(f(", suffix=")\n", temperature=0.0, max_tokens=10)
     job = await service.complete(req)
     # The shipped model profile is Qwen2.5: a FIM prompt, and the suffix trims the answer.
-    assert job.request.prompt == "<|fim_prefix|>print(f(<|fim_suffix|>)\n<|fim_middle|>"
+    assert job.request.prompt.text == "<|fim_prefix|>print(f(<|fim_suffix|>)\n<|fim_middle|>"
     assert job.request.trim_suffix == ")\n"
     assert job.request.sampling.temperature == 0.0
     assert job.request.max_tokens == 10

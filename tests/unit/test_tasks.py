@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from qwend.backends.base import Prompt
 from qwend.config import Settings, TaskSettings, load_config
 from qwend.errors import BadRequest, ContextLengthExceeded
 from qwend.protocol import (
@@ -63,7 +64,7 @@ def run(settings: Settings, countings: dict[str, TokenCounting]) -> Any:
         )
         report = prepared.budget
         assert report.counting == "exact"
-        assert report.prompt_tokens == counting.count(prepared.request.prompt)
+        assert report.prompt_tokens == counting.count_prompt(prepared.request.prompt)
         assert report.prompt_tokens <= report.input_budget
         assert sum(p.tokens for p in report.parts) + report.template_tokens == report.prompt_tokens
         return prepared
@@ -79,10 +80,20 @@ def assert_untouched(prepared: PreparedTask) -> None:
 # -- complete ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("family", ["qwen2.5", "smollm2"])
+def test_complete_in_an_empty_file_has_a_prompt(run: Any, family: str) -> None:
+    """A new empty file: FIM keeps its markers; prefix-only starts a document."""
+    prepared = run("complete", CompleteInput(prefix="", suffix=""), family)
+    assert prepared.request.prompt.runs()
+    if family == "smollm2":
+        assert prepared.request.prompt == Prompt.marker("<|endoftext|>")
+        assert prepared.budget.prompt_tokens == 1
+
+
 def test_complete_fim_qwen(run: Any) -> None:
     body = CompleteInput(prefix="def add(a, b):\n    ", suffix="\n\nprint(add(1, 2))\n")
     prepared = run("complete", body, "qwen2.5")
-    assert prepared.request.prompt == (
+    assert prepared.request.prompt.text == (
         "<|fim_prefix|>def add(a, b):\n    <|fim_suffix|>\n\nprint(add(1, 2))\n<|fim_middle|>"
     )
     assert (prepared.name, prepared.lane, prepared.template) == ("complete", "interactive", "fim")
@@ -115,7 +126,7 @@ def test_complete_fim_repo_level_with_snippets(run: Any) -> None:
     )
     prepared = run("complete", body, "qwen2.5")
     # Other files first (best score first), the cursor window last.
-    assert prepared.request.prompt == (
+    assert prepared.request.prompt.text == (
         "<|repo_name|>demo\n"
         "<|file_sep|>pkg/c.py\ndef g():\n    pass\n\n"
         "<|file_sep|>pkg/b.py\nX = 1\n\n"
@@ -134,7 +145,7 @@ def test_complete_fim_repo_level_with_snippets(run: Any) -> None:
 
 def test_complete_fim_repo_name_alone_takes_the_repo_form(run: Any) -> None:
     body = CompleteInput(prefix="a", suffix="b", repo="r")
-    assert run("complete", body, "qwen2.5").request.prompt == (
+    assert run("complete", body, "qwen2.5").request.prompt.text == (
         "<|repo_name|>r\n<|file_sep|>untitled\n<|fim_prefix|>a<|fim_suffix|>b<|fim_middle|>"
     )
 
@@ -148,7 +159,7 @@ def test_complete_prefix_only_smollm2(run: Any) -> None:
         snippets=[Snippet(path="pkg/b.py", text="X = 1\n")],
     )
     prepared = run("complete", body, "smollm2")
-    assert prepared.request.prompt == (
+    assert prepared.request.prompt.text == (
         "# pkg/b.py\nX = 1\n\n\n# pkg/a.py\nimport os\n\ndef f():\n    return "
     )
     assert prepared.template == "prefix"  # the family has no FIM tokens
@@ -157,7 +168,7 @@ def test_complete_prefix_only_smollm2(run: Any) -> None:
     assert prepared.suffix == "\n    x = 1\n"  # still trims the answer
     # The model never sees the suffix, so it is not a budgeted part.
     assert [p.name for p in prepared.budget.parts] == ["prefix", "snippet:0:pkg/b.py"]
-    assert "x = 1\n" not in prepared.request.prompt
+    assert "x = 1\n" not in prepared.request.prompt.text
     assert prepared.budget.template_tokens >= 0
     assert_untouched(prepared)
 
@@ -170,9 +181,11 @@ def test_complete_prefix_only_comment_style_follows_the_language(run: Any) -> No
         snippets=[Snippet(path="src/b.ts", text="export const y = 1;")],
     )
     prepared = run("complete", body, "smollm2")
-    assert prepared.request.prompt == ("// src/b.ts\nexport const y = 1;\n\n// src/a.ts\nlet x = ")
+    assert prepared.request.prompt.text == (
+        "// src/b.ts\nexport const y = 1;\n\n// src/a.ts\nlet x = "
+    )
     plain = run("complete", CompleteInput(prefix="x = ", suffix="\n"), "smollm2")
-    assert plain.request.prompt == "x = "
+    assert plain.request.prompt.text == "x = "
     assert plain.request.stops == FAMILY_STOPS
 
 
@@ -180,7 +193,7 @@ def test_complete_prefix_template_on_qwen(run: Any) -> None:
     body = CompleteInput(prefix="x = ", suffix="\nprint(x)\n")
     prepared = run("complete", body, "qwen2.5", template="prefix")
     assert prepared.template == "prefix"
-    assert prepared.request.prompt == "x = "
+    assert prepared.request.prompt.text == "x = "
     assert prepared.request.stops == ("print(x)", *FAMILY_STOPS)  # no FIM markers
 
 
@@ -194,7 +207,7 @@ def test_prefix_only_gives_the_suffix_no_budget(run: Any) -> None:
     assert part.dropped == "start"
     # The prefix had the whole budget (its share plus the unused ones): nearly full.
     assert prepared.budget.prompt_tokens > prepared.budget.input_budget - 20
-    assert prepared.request.prompt.endswith("value_1999 = 1999\n")
+    assert prepared.request.prompt.text.endswith("value_1999 = 1999\n")
 
 
 # -- code tasks ----------------------------------------------------------------------
@@ -225,7 +238,7 @@ CODE_TASKS = {  # lane, max_tokens, temperature
 def test_explain_golden(run: Any) -> None:
     body = CodeInput(code=CODE, language="python", path="sq.py", context="import math\n")
     prepared = run("explain", body, "qwen2.5")
-    assert prepared.request.prompt == (
+    assert prepared.request.prompt.text == (
         "<|im_start|>system\n"
         "You are an expert software engineer. Answer precisely and concisely.<|im_end|>\n"
         "<|im_start|>user\n"
@@ -255,7 +268,7 @@ def test_explain_golden(run: Any) -> None:
 def test_code_task_golden(run: Any, name: str, family: str) -> None:
     prepared = run(name, CodeInput(code=CODE), family)
     # Both families speak ChatML, and the task's system prompt replaces the default.
-    assert prepared.request.prompt == (
+    assert prepared.request.prompt.text == (
         f"<|im_start|>system\n{ENGINEER}<|im_end|>\n"
         f"<|im_start|>user\n{CODE_INSTRUCTIONS[name]}\n\nCode:\n```\n{CODE}\n```<|im_end|>\n"
         "<|im_start|>assistant\n"
@@ -280,7 +293,7 @@ def test_fix_with_an_instruction_and_a_language_without_a_fence_name(run: Any) -
         seed=7,
     )
     prepared = run("fix", body, "smollm2")
-    assert prepared.request.prompt == (
+    assert prepared.request.prompt.text == (
         f"<|im_start|>system\n{ENGINEER}<|im_end|>\n"
         "<|im_start|>user\n"
         f"{CODE_INSTRUCTIONS['fix']}\n\nerror: 'retrun' was not declared\n\n"
@@ -300,7 +313,7 @@ DIFF = "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n"
 
 def test_commit_message_golden(run: Any) -> None:
     prepared = run("commit_message", CommitMessageInput(diff=DIFF), "qwen2.5")
-    assert prepared.request.prompt == (
+    assert prepared.request.prompt.text == (
         "<|im_start|>system\n"
         "You are an expert software engineer who writes clear git history.<|im_end|>\n"
         "<|im_start|>user\n"
@@ -327,9 +340,12 @@ def test_commit_message_long_diff_keeps_its_start(run: Any) -> None:
     prepared = run("commit_message", body, "smollm2")
     diff_report = prepared.budget.parts[-1]
     assert (diff_report.name, diff_report.dropped) == ("diff", "end")
-    assert "+line 0\n+line 1\n" in prepared.request.prompt
-    assert "+line 4999" not in prepared.request.prompt
-    assert "only the message.\n\nUse Conventional Commits.\n\n```diff\n" in prepared.request.prompt
+    assert "+line 0\n+line 1\n" in prepared.request.prompt.text
+    assert "+line 4999" not in prepared.request.prompt.text
+    assert (
+        "only the message.\n\nUse Conventional Commits.\n\n```diff\n"
+        in prepared.request.prompt.text
+    )
 
 
 # -- chat and reasoning --------------------------------------------------------------
@@ -344,7 +360,7 @@ def test_chat_golden(run: Any) -> None:
         ]
     )
     prepared = run("chat", body, "smollm2")
-    assert prepared.request.prompt == (
+    assert prepared.request.prompt.text == (
         "<|im_start|>system\nYou are a helpful coding assistant.<|im_end|>\n"
         "<|im_start|>user\nHi<|im_end|>\n"
         "<|im_start|>assistant\nHello!<|im_end|>\n"
@@ -373,7 +389,7 @@ def test_chat_leading_system_message_replaces_the_task_system(run: Any) -> None:
         ]
     )
     prepared = run("chat", body, "qwen2.5")
-    assert prepared.request.prompt == (
+    assert prepared.request.prompt.text == (
         "<|im_start|>system\nAnswer in French.<|im_end|>\n"
         "<|im_start|>user\nHi<|im_end|>\n"
         "<|im_start|>assistant\n"
@@ -382,7 +398,7 @@ def test_chat_leading_system_message_replaces_the_task_system(run: Any) -> None:
         messages=[ChatMessage(role="system", content=""), ChatMessage(role="user", content="Hi")]
     )
     # An empty system message means no system turn at all (not the family default).
-    assert run("chat", empty, "qwen2.5").request.prompt == (
+    assert run("chat", empty, "qwen2.5").request.prompt.text == (
         "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     )
 
@@ -397,7 +413,7 @@ def test_chat_with_only_a_system_message_is_a_bad_request(run: Any) -> None:
 def test_reasoning_golden(run: Any, family: str) -> None:
     body = ChatInput(messages=[ChatMessage(role="user", content="Why is the sky blue?")])
     prepared = run("reasoning", body, family)
-    assert prepared.request.prompt == (
+    assert prepared.request.prompt.text == (
         "<|im_start|>system\nYou are a careful coding assistant. Think step by step, then give "
         "your final answer.<|im_end|>\n"
         "<|im_start|>user\nWhy is the sky blue?<|im_end|>\n"

@@ -2,6 +2,7 @@
 
 base.py        the interface every backend implements (the engine owns everything else)
 folder.py      what makes a folder a loadable model (every backend and source asks it)
+tokens.py      request text as plain text, template markers as ids (HF tokenizers' backends)
 transformers   the CPU backend and the reference for correctness checks
 exllamav2/     the GPU backend
 remote/        an OpenAI-compatible engine elsewhere (vLLM, SGLang, llama.cpp), over HTTP

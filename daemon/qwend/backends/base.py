@@ -5,6 +5,27 @@ per step. The engine (engine.py) owns the thread, the queue, stop strings,
 detokenization, cancellation and statistics, so each backend stays small and
 any backend gets the same behaviour.
 
+Tokenization contract (every backend, llama.cpp's included):
+
+- ``tokenize(text)`` is for text that came from a request (a chat message, a
+  file's code, a raw prompt) and for the template's plain words. It never
+  yields an added token, special or not: ``<|im_end|>`` or ``<|fim_middle|>``
+  typed in a message becomes the ordinary tokens that spell it, so user text
+  can neither close a turn nor forge a system turn or a FIM window. No BOS or
+  other token is added either.
+- ``tokenize_markup(marker)`` is for the template's own control markers
+  (``<|im_start|>``, ``<|fim_prefix|>``, ...): added tokens map to their ids.
+- ``encode(prompt)`` tokenizes a rendered ``Prompt``: each run of plain text
+  with ``tokenize``, each marker with ``tokenize_markup``, concatenated. For
+  text holding no marker this equals tokenizing the joined string with
+  markup parsing on (tokenizers split at added tokens before anything else),
+  so budgets counted with ``encode`` are exactly what the model receives.
+
+With HF ``tokenizers`` the plain tokenizer is ``tokens.plain_tokenizer`` (every
+added token flagged special, ``encode_special_tokens`` on); with llama.cpp it
+is ``llama_tokenize(..., add_special=False, parse_special=False)`` and the
+markup form ``parse_special=True``.
+
 A backend whose model runs elsewhere (the remote backend: an engine behind
 HTTP) receives text, not token ids, and says so with ``streams_text``: the
 engine then calls ``generate_text`` and skips only the detokenizer; stops,
@@ -16,7 +37,7 @@ could split differently from the engine's own ids.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +51,59 @@ class Sampling:
     temperature: float
     top_p: float
     seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A rendered prompt: its text, and which pieces of it are template markers.
+
+    Only marker pieces may become added tokens; everything else, request text
+    and the template's own words alike, is plain text. Build one with
+    ``Prompt.marker(...)`` and ``+`` (a ``str`` operand is plain text), so the
+    origin of every character is kept; never by parsing a joined string,
+    which is exactly what would let user text forge markup.
+    """
+
+    pieces: tuple[tuple[str, bool], ...] = ()  # (text, is_marker)
+
+    @classmethod
+    def plain(cls, text: str) -> Prompt:
+        return cls(((text, False),))
+
+    @classmethod
+    def marker(cls, text: str) -> Prompt:
+        return cls(((text, True),))
+
+    @classmethod
+    def join(cls, parts: Iterable[Prompt | str]) -> Prompt:
+        pieces: list[tuple[str, bool]] = []
+        for part in parts:
+            pieces.extend(part.pieces if isinstance(part, Prompt) else [(part, False)])
+        return cls(tuple(pieces))
+
+    def __add__(self, other: Prompt | str) -> Prompt:
+        return Prompt.join((self, other))
+
+    def __radd__(self, other: str) -> Prompt:
+        return Prompt.join((other, self))
+
+    @property
+    def text(self) -> str:
+        """The joined text (for logs and tests; never tokenize it whole)."""
+        return "".join(text for text, _ in self.pieces)
+
+    def runs(self) -> list[tuple[str, bool]]:
+        """Adjacent plain pieces merged into one run, empty pieces dropped: the
+        units ``Backend.encode`` tokenizes."""
+        runs: list[tuple[str, bool]] = []
+        for text, is_marker in self.pieces:
+            if not text:
+                continue
+            if runs and not is_marker and not runs[-1][1]:
+                runs[-1] = (runs[-1][0] + text, False)
+            else:
+                runs.append((text, is_marker))
+        return runs
 
 
 @dataclass(frozen=True)
@@ -75,7 +149,21 @@ class Backend(ABC):
 
     @abstractmethod
     def tokenize(self, text: str) -> list[int]:
-        """Exact token ids for ``text``; special-token markup maps to its ids."""
+        """Exact token ids for plain ``text``: never an added token (see the module)."""
+
+    @abstractmethod
+    def tokenize_markup(self, marker: str) -> list[int]:
+        """Token ids for a template marker: added tokens map to their ids."""
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Token ids for a rendered prompt: plain runs with ``tokenize`` (in one
+        batch), markers with ``tokenize_markup``."""
+        runs = prompt.runs()
+        plain = iter(self.tokenize_batch([text for text, is_marker in runs if not is_marker]))
+        ids: list[int] = []
+        for text, is_marker in runs:
+            ids.extend(self.tokenize_markup(text) if is_marker else next(plain))
+        return ids
 
     @property
     def max_concurrent(self) -> int:
@@ -93,7 +181,7 @@ class Backend(ABC):
         return True
 
     def tokenize_batch(self, texts: list[str]) -> list[list[int]]:
-        """``tokenize`` for many strings; backends override it to batch."""
+        """``tokenize`` (plain text) for many strings; backends override it to batch."""
         return [self.tokenize(text) for text in texts]
 
     @property

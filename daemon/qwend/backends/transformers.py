@@ -17,7 +17,8 @@ from typing import Any
 
 from qwend.backends.base import Backend, Sampling
 from qwend.backends.folder import require_complete
-from qwend.errors import OutOfMemory
+from qwend.backends.tokens import TokenizerPair
+from qwend.errors import ModelNotLoaded, OutOfMemory
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class TransformersBackend(Backend):
         self._pull_hint = pull_hint
         self._model: Any = None
         self._tokenizer: Any = None
+        self._tokens: TokenizerPair | None = None
         self._stop_ids: frozenset[int] = frozenset()
         self._weights_bytes = 0
 
@@ -43,13 +45,13 @@ class TransformersBackend(Backend):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         started = time.monotonic()
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         if self._threads:
             torch.set_num_threads(self._threads)
         log.info("load: torch and transformers imported in %.2fs", time.monotonic() - started)
         step = time.monotonic()
-        self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+        self.load_tokenizer()
         log.info("load: tokenizer read in %.2fs", time.monotonic() - step)
         step = time.monotonic()
         model = AutoModelForCausalLM.from_pretrained(
@@ -62,9 +64,17 @@ class TransformersBackend(Backend):
         model_limit = getattr(model.config, "max_position_embeddings", self._context_length)
         self._context_length = min(self._context_length, int(model_limit))
 
+    def load_tokenizer(self) -> None:
+        """The folder's tokenizer alone (``load`` calls it; tests use it without weights)."""
+        from transformers import AutoTokenizer
+
+        self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+        self._tokens = TokenizerPair(self._tokenizer.backend_tokenizer)
+
     def unload(self) -> None:
         self._model = None
         self._tokenizer = None
+        self._tokens = None
 
     @property
     def context_length(self) -> int:
@@ -75,12 +85,17 @@ class TransformersBackend(Backend):
         return self._stop_ids
 
     def tokenize(self, text: str) -> list[int]:
-        return list(self._tokenizer.encode(text, add_special_tokens=False))
+        return self.tokenize_batch([text])[0]
 
     def tokenize_batch(self, texts: list[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        return [list(ids) for ids in self._tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        if self._tokens is None:
+            raise ModelNotLoaded("the model is not loaded")
+        return self._tokens.encode_plain(texts)
+
+    def tokenize_markup(self, marker: str) -> list[int]:
+        if self._tokens is None:
+            raise ModelNotLoaded("the model is not loaded")
+        return self._tokens.encode_markup(marker)
 
     @property
     def embedding_dim(self) -> int | None:

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
-from qwend.backends.base import Backend
+from qwend.backends.base import Backend, Prompt
 from qwend.engine.jobs import Finish, GenerationRequest, Job, RunningStream
 from qwend.engine.lanes import LANES, STOP_THREAD, Lanes
 from qwend.engine.stats import Stats
 from qwend.errors import (
+    BadRequest,
     ContextLengthExceeded,
     GenerationFailed,
     ModelNotLoaded,
@@ -180,6 +181,10 @@ class Engine:
     def count(self, text: str) -> int:
         """Exact token count; the model must be ready. Thread-safe."""
         return len(self._tokenize(text))
+
+    def count_prompt(self, prompt: Prompt) -> int:
+        """Exact token count of a rendered prompt, as ``submit`` encodes it. Thread-safe."""
+        return len(self._encode(prompt))
 
     def count_lines(self, lines: list[str]) -> list[int]:
         """Exact token count of each string, in one batch. Thread-safe."""
@@ -437,7 +442,7 @@ class Engine:
         remote profile with tokenizer = "none") the engine behind it checks."""
         if not self.backend.has_tokenizer:
             return []
-        ids = self._tokenize(request.prompt)
+        ids = self._encode(request.prompt)
         self._check_context(len(ids), request.max_tokens)
         return ids
 
@@ -445,7 +450,16 @@ class Engine:
         with self._tokenize_lock:
             return self.backend.tokenize(text)
 
+    def _encode(self, prompt: Prompt) -> list[int]:
+        with self._tokenize_lock:
+            return self.backend.encode(prompt)
+
     def _check_context(self, prompt_tokens: int, max_tokens: int) -> None:
+        if prompt_tokens == 0:  # no token to predict from: no backend can run it
+            raise BadRequest(
+                "the prompt is empty: the model needs at least one token",
+                hint="send some text (the endpoints give an empty prompt the document start)",
+            )
         limit = self.backend.context_length
         if prompt_tokens + max_tokens > limit:
             raise ContextLengthExceeded(

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from qwend.backends.base import Backend, Sampling, TextPiece
+from qwend.backends.base import Backend, Prompt, Sampling, TextPiece
 from qwend.engine.decoding import IncrementalDecoder, StopMatcher, trim_repeated_suffix
 from qwend.errors import OutOfMemory, QwendError
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class GenerationRequest:
     """A rendered prompt plus everything the engine needs to run it."""
 
-    prompt: str
+    prompt: Prompt
     max_tokens: int
     sampling: Sampling
     stops: tuple[str, ...] = ()
@@ -137,7 +137,7 @@ class RunningStream:
         self._steps: Generator[Any, None, None]
         if backend.streams_text:
             self._steps = backend.generate_text(
-                request.prompt, prompt_ids, request.sampling, request.max_tokens, request.stops
+                request.prompt.text, prompt_ids, request.sampling, request.max_tokens, request.stops
             )
         else:
             self._decoder = IncrementalDecoder(backend.decode)

@@ -19,7 +19,7 @@ from typing import Any
 
 from qwend import __version__
 from qwend.backends import create_backend
-from qwend.backends.base import Backend, Sampling
+from qwend.backends.base import Backend, Prompt, Sampling
 from qwend.config import Config, ModelProfile
 from qwend.engine.engine import Engine
 from qwend.engine.jobs import GenerationRequest, Job
@@ -43,7 +43,7 @@ from qwend.protocol import (
 )
 from qwend.responses import embeddings_body, encode_embedding, models_body, tokenize_body
 from qwend.tasks.prepare import PreparedTask, prepare
-from qwend.tasks.prompts import FAMILIES, ChatTurn, render_chat
+from qwend.tasks.prompts import FAMILIES, ChatTurn, nonempty, render_chat
 from qwend.tasks.registry import TASK_INPUTS
 
 
@@ -87,6 +87,9 @@ class ExactCounting:
     def count(self, text: str) -> int:
         return self.engine.count(text)
 
+    def count_prompt(self, prompt: Prompt) -> int:
+        return self.engine.count_prompt(prompt)
+
     def count_lines(self, lines: list[str]) -> list[int]:
         return self.engine.count_lines(lines)
 
@@ -100,6 +103,9 @@ class EstimatedCounting:
 
     def count(self, text: str) -> int:
         return math.ceil(len(text) / self.chars_per_token)
+
+    def count_prompt(self, prompt: Prompt) -> int:
+        return self.count(prompt.text)
 
     def count_lines(self, lines: list[str]) -> list[int]:
         return [self.count(line) for line in lines]
@@ -179,7 +185,8 @@ class InferenceService:
         await self._no_swap.wait()
         self._check_model(req.model)
         if not req.suffix:
-            return await self.engine.submit(self._generation(req, req.prompt, req.max_tokens, []))
+            prompt = nonempty(self.family, Prompt.plain(req.prompt))
+            return await self.engine.submit(self._generation(req, prompt, req.max_tokens, []))
         body = CompleteInput(
             prefix=req.prompt,
             suffix=req.suffix,
@@ -312,7 +319,7 @@ class InferenceService:
             )
 
     def _generation(
-        self, req: SampledRequest, prompt: str, max_tokens: int | None, extra_stops: list[str]
+        self, req: SampledRequest, prompt: Prompt, max_tokens: int | None, extra_stops: list[str]
     ) -> GenerationRequest:
         gen = self.config.settings.generation
         limit = gen.max_tokens_limit

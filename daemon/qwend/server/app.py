@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from aiohttp import web
+from aiohttp import web, web_protocol
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from qwend.errors import (
@@ -304,6 +304,81 @@ async def task(request: web.Request) -> web.StreamResponse:
 async def admin_reload(request: web.Request) -> web.Response:
     """Re-read the config now (for systems where file watching is unavailable)."""
     return web.json_response(await request.app[SERVICE].reload())
+
+
+# -- aiohttp's own errors ---------------------------------------------------------
+
+LOW_LEVEL_DETAIL_CHARS: Final = 200  # aiohttp's parser messages quote the offending bytes
+
+
+class JsonErrorsRequestHandler(web_protocol.RequestHandler):
+    """aiohttp's per-connection protocol, answering its own errors in JSON.
+
+    What fails before any route or middleware runs (a bad request line, an
+    unknown HTTP version, a line or header over aiohttp's 8,190-byte limits, a
+    malformed Content-Length) reaches ``handle_error``, whose stock answer is
+    plain text. This keeps its logging and its already-sent check, then
+    answers with the error body every other failure gets, and closes the
+    connection as aiohttp does.
+    """
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs; raises if a reply began
+        response = json_error(_low_level_error(status, message))
+        response.force_close()
+        return response
+
+
+def _low_level_error(status: int, message: str | None) -> QwendError:
+    if status == 413:
+        return PayloadTooLarge("the request is larger than the server accepts")
+    if status >= 500:  # aiohttp's 500 (an escaped exception) or 504 (a handler timeout)
+        failure = QwendError(
+            "the request timed out" if status == 504 else "internal error",
+            hint="see the daemon log",
+        )
+        failure.http_status = status
+        return failure
+    error = BadRequest(
+        f"malformed HTTP request: {_summary(message) or f'HTTP {status}'}",
+        hint="send HTTP/1.1 with a path and each header under 8 KB",
+    )
+    error.http_status = status if 400 <= status < 500 else 400
+    return error
+
+
+def _summary(message: str | None) -> str:
+    """aiohttp's parser message on one line, without its dump of the bytes
+    ("Bad status line: Invalid HTTP version")."""
+    lines = (line.strip() for line in (message or "").splitlines())
+    words = [
+        line.split(" bytearray(")[0].rstrip(":")
+        for line in lines
+        if line and not line.startswith(("b'", 'b"', "^"))
+    ]
+    return ": ".join(words)[:LOW_LEVEL_DETAIL_CHARS]
+
+
+class JsonErrorsServer(web.Server):
+    """aiohttp's low-level server, making JsonErrorsRequestHandler connections."""
+
+    def __call__(self) -> web_protocol.RequestHandler:
+        return JsonErrorsRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class JsonErrorsAppRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections answer aiohttp's own errors in JSON."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = JsonErrorsServer  # the same server; only its protocol factory differs
+        return server
 
 
 def build_app(service: Service, metrics_: Metrics) -> web.Application:

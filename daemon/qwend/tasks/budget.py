@@ -12,6 +12,9 @@ The rendered prompt is then counted as a whole; token merges across part
 boundaries can make it differ from the sum, so the cut continues line by
 line until the real count fits. The report says what went in and what was
 cut, and its numbers add up: parts plus template equals the prompt.
+
+Parts are request text, counted as plain text (``count``); the rendered prompt
+is counted as the backend encodes it, markers included (``count_prompt``).
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from qwend.backends.base import Prompt
 from qwend.errors import ContextLengthExceeded
 
 Counter = Callable[[str], int]
+PromptCounter = Callable[[Prompt], int]
 LineCounter = Callable[[list[str]], list[int]]
-Renderer = Callable[[dict[str, str]], str]
+Renderer = Callable[[dict[str, str]], Prompt]
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,7 @@ class BudgetReport:
 
 @dataclass(frozen=True)
 class Fitted:
-    prompt: str
+    prompt: Prompt
     texts: dict[str, str]
     report: BudgetReport
 
@@ -113,22 +118,23 @@ def fit(
     *,
     count: Counter,
     count_lines: LineCounter,
+    count_prompt: PromptCounter,
     render: Renderer,
 ) -> Fitted:
     """Choose what of each part goes into the prompt. Raises ContextLengthExceeded."""
     budget = limits.input_budget
     whole = render({p.name: p.text for p in parts})
-    whole_tokens = count(whole)
+    whole_tokens = count_prompt(whole)
     if budget > 0 and whole_tokens <= budget:  # everything fits: nothing is cut
         kept = {p.name: _Kept(p, _lines(p.text), len(_lines(p.text))) for p in parts}
         return _fitted(parts, kept, whole, whole_tokens, limits, count)
-    overhead = count(render({p.name: "" for p in parts}))
+    overhead = count_prompt(render({p.name: "" for p in parts}))
     required = {p.name: count(p.text) for p in parts if p.required}
     if budget <= 0 or overhead + sum(required.values()) > budget:
         raise _too_large(limits, overhead, required)
 
     line_tokens = {p.name: count_lines(_lines(p.text)) for p in parts if not p.required}
-    _charge_wrappers(parts, line_tokens, overhead, count, render)
+    _charge_wrappers(parts, line_tokens, overhead, count, count_prompt, render)
     kept = {p.name: _Kept(p, _lines(p.text), len(_lines(p.text))) for p in parts}
     available = budget - overhead - sum(required.values())
     allowance = _allocate(parts, shares, line_tokens, available)
@@ -136,19 +142,19 @@ def fit(
         _fill(parts_in_group, kept, line_tokens, allowance.get(group, 0))
 
     prompt = render({name: k.text() for name, k in kept.items()})
-    total = count(prompt)
+    total = count_prompt(prompt)
     while total > budget:
         if not _shrink(parts, kept, line_tokens, total - budget):
             raise _too_large(limits, total - sum(required.values()), required)
         prompt = render({name: k.text() for name, k in kept.items()})
-        total = count(prompt)
+        total = count_prompt(prompt)
     return _fitted(parts, kept, prompt, total, limits, count)
 
 
 def _fitted(
     parts: Sequence[Part],
     kept: dict[str, _Kept],
-    prompt: str,
+    prompt: Prompt,
     total: int,
     limits: Limits,
     count: Counter,
@@ -270,6 +276,7 @@ def _charge_wrappers(
     line_tokens: dict[str, list[int]],
     overhead: int,
     count: Counter,
+    count_prompt: PromptCounter,
     render: Renderer,
 ) -> None:
     """Add the markup a flexible part brings (a snippet's header, a chat turn's
@@ -282,7 +289,7 @@ def _charge_wrappers(
         counts = line_tokens.get(part.name)
         if not counts:
             continue
-        wrapper = count(render({**empty, part.name: sample})) - overhead - unit
+        wrapper = count_prompt(render({**empty, part.name: sample})) - overhead - unit
         counts[-1 if part.keep == "end" else 0] += max(0, wrapper)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from qwend.backends.base import Sampling
+from qwend.backends.base import Prompt, Sampling
 from qwend.config import TaskSettings
 from qwend.engine.jobs import GenerationRequest
 from qwend.errors import BadRequest
@@ -25,6 +25,7 @@ from qwend.tasks.prompts import (
     Family,
     Snippet,
     completion_stops,
+    nonempty,
     render_chat,
     render_code_task,
     render_commit_message,
@@ -39,7 +40,9 @@ class TokenCounting(Protocol):
     @property
     def mode(self) -> str: ...  # "exact" or "estimate"
 
-    def count(self, text: str) -> int: ...
+    def count(self, text: str) -> int: ...  # request text: plain
+
+    def count_prompt(self, prompt: Prompt) -> int: ...  # a rendered prompt, markers included
 
     def count_lines(self, lines: list[str]) -> list[int]: ...
 
@@ -97,6 +100,7 @@ def prepare(
         limits,
         count=counting.count,
         count_lines=counting.count_lines,
+        count_prompt=counting.count_prompt,
         render=render,
     )
     sampling = Sampling(
@@ -124,7 +128,7 @@ def _complete(body: CompleteInput, family: Family, template: str) -> tuple[list[
     parts = [*cursor_window, *snippet_parts]
     names = [p.name for p in snippet_parts]
 
-    def render(texts: dict[str, str]) -> str:
+    def render(texts: dict[str, str]) -> Prompt:
         snippets = [Snippet(name.split(":", 2)[2], texts[name]) for name in names]
         if template == "fim" and family.fim is not None:
             return render_fim(
@@ -135,8 +139,11 @@ def _complete(body: CompleteInput, family: Family, template: str) -> tuple[list[
                 path=body.path,
                 repo=body.repo,
             )
-        return render_prefix_only(
-            texts["prefix"], snippets=snippets, path=body.path, language=body.language
+        return nonempty(
+            family,
+            render_prefix_only(
+                texts["prefix"], snippets=snippets, path=body.path, language=body.language
+            ),
         )
 
     return parts, render
@@ -156,7 +163,7 @@ def _code(body: Any, task: TaskSettings, family: Family) -> tuple[list[Part], Re
         Part("context", body.context, group="context"),
     ]
 
-    def render(texts: dict[str, str]) -> str:
+    def render(texts: dict[str, str]) -> Prompt:
         return render_code_task(
             family,
             system=texts["system"],
@@ -178,7 +185,7 @@ def _commit(body: Any, task: TaskSettings, family: Family) -> tuple[list[Part], 
         Part("diff", body.diff, group="diff"),
     ]
 
-    def render(texts: dict[str, str]) -> str:
+    def render(texts: dict[str, str]) -> Prompt:
         return render_commit_message(
             family, system=texts["system"], instruction=texts["instruction"], diff=texts["diff"]
         )
@@ -204,7 +211,7 @@ def _chat(body: Any, task: TaskSettings, family: Family) -> tuple[list[Part], Re
     ]
     parts = [Part("system", system), latest, *history]
 
-    def render(texts: dict[str, str]) -> str:
+    def render(texts: dict[str, str]) -> Prompt:
         turns = [ChatTurn("system", texts["system"])]
         for name in names:
             if texts[name] or name == names[-1]:

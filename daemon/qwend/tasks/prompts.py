@@ -1,9 +1,14 @@
 """Engine: prompt formats per model family (chat markup and fill-in-the-middle).
 
-A family fixes how a conversation or a cursor position becomes one prompt
-string, and which end-of-turn markers stop generation. Both families here use
+A family fixes how a conversation or a cursor position becomes one prompt,
+and which end-of-turn markers stop generation. Both families here use
 ChatML; Qwen2.5 also has fill-in-the-middle tokens, SmolLM2 has none, so its
 completions see the prefix only and the suffix is used to stop early.
+
+Every renderer returns a ``Prompt`` (backends/base.py): the family's markers
+(``<|im_start|>``, ``<|fim_prefix|>``, ...) are marker pieces, everything
+else (the request's text and the template's plain words) is plain text, so
+markup typed by a user is tokenized as text, never as a control token.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from qwend.backends.base import Prompt
+
+M = Prompt.marker  # a template marker; plain ``str`` operands of ``+`` stay plain text
 MIN_SUFFIX_STOP_CHARS: Final = 3  # shorter lines ("}", ")") end real code too often
 
 
@@ -34,6 +42,7 @@ class Family:
     default_system: str
     stop_strings: tuple[str, ...]
     fim: FimTokens | None
+    document_start: str = "<|endoftext|>"  # the pretraining separator: what starts a document
 
 
 @dataclass(frozen=True)
@@ -67,16 +76,20 @@ FAMILIES: Final = {
 }
 
 
-def render_chat(family: Family, turns: Sequence[ChatTurn]) -> str:
+IM_START: Final = "<|im_start|>"  # ChatML, both families
+IM_END: Final = "<|im_end|>"
+
+
+def render_chat(family: Family, turns: Sequence[ChatTurn]) -> Prompt:
     """ChatML for ``turns``, ending with an open assistant turn."""
     if not turns or turns[0].role != "system":
         turns = [ChatTurn("system", family.default_system), *turns]
-    body = "".join(
-        f"<|im_start|>{t.role}\n{t.content}<|im_end|>\n"
+    body = Prompt.join(
+        M(IM_START) + f"{t.role}\n{t.content}" + M(IM_END) + "\n"
         for t in turns
         if t.content or t.role != "system"
     )
-    return body + "<|im_start|>assistant\n"
+    return body + M(IM_START) + "assistant\n"
 
 
 @dataclass(frozen=True)
@@ -99,38 +112,54 @@ def completion_stops(family: Family, suffix: str) -> list[str]:
 
 def render_fim(
     fim: FimTokens, prefix: str, suffix: str, *, snippets: Sequence[Snippet], path: str, repo: str
-) -> str:
+) -> Prompt:
     """Qwen2.5-Coder fill-in-the-middle; the repo-level form when other files come.
 
     Other files go first and the cursor window last, so consecutive requests
     in one file share a long, stable prompt prefix (KV cache reuse).
     """
-    window = f"{fim.prefix}{prefix}{fim.suffix}{suffix}{fim.middle}"
+    window = M(fim.prefix) + prefix + M(fim.suffix) + suffix + M(fim.middle)
     if not snippets and not repo:
         return window
-    files = "".join(f"{fim.file_sep}{s.path}\n{s.text}\n" for s in snippets if s.text)
+    files = Prompt.join(M(fim.file_sep) + f"{s.path}\n{s.text}\n" for s in snippets if s.text)
     return (
-        f"{fim.repo_name}{repo or 'workspace'}\n{files}{fim.file_sep}{path or 'untitled'}\n{window}"
+        M(fim.repo_name)
+        + f"{repo or 'workspace'}\n"
+        + files
+        + M(fim.file_sep)
+        + f"{path or 'untitled'}\n"
+        + window
     )
 
 
 def render_prefix_only(
     prefix: str, *, snippets: Sequence[Snippet], path: str, language: str
-) -> str:
+) -> Prompt:
     """For models without FIM tokens: other files as commented headers, then the prefix."""
     mark = line_comment(language)
     files = "".join(f"{mark} {s.path}\n{s.text}\n\n" for s in snippets if s.text)
     header = f"{mark} {path}\n" if path and files else ""
-    return f"{files}{header}{prefix}"
+    return Prompt.plain(f"{files}{header}{prefix}")
 
 
-def render_completion(family: Family, prompt: str, suffix: str | None) -> tuple[str, list[str]]:
+def render_completion(family: Family, prompt: str, suffix: str | None) -> tuple[Prompt, list[str]]:
     """The prompt for a plain completion at a cursor, plus its stops."""
     suffix = suffix or ""
     if family.fim is not None and suffix:
-        text = render_fim(family.fim, prompt, suffix, snippets=(), path="", repo="")
-        return text, completion_stops(family, suffix)
-    return prompt, suffix_stops(suffix)
+        rendered = render_fim(family.fim, prompt, suffix, snippets=(), path="", repo="")
+        return rendered, completion_stops(family, suffix)
+    return nonempty(family, Prompt.plain(prompt)), suffix_stops(suffix)
+
+
+def nonempty(family: Family, prompt: Prompt) -> Prompt:
+    """``prompt``, or the family's document start when it is empty.
+
+    A model needs at least one token to predict from. After the end-of-text
+    separator it begins a new document, as it learned in pretraining, so an
+    empty prompt or a new empty file gets a completion (OpenAI's completions
+    treat an empty prompt the same way).
+    """
+    return prompt if prompt.text else Prompt.marker(family.document_start)
 
 
 def render_code_task(
@@ -142,7 +171,7 @@ def render_code_task(
     context: str,
     path: str,
     language: str,
-) -> str:
+) -> Prompt:
     """A chat turn asking ``instruction`` about ``code`` (and its surroundings)."""
     fence = language.lower() if language.isidentifier() else ""
     where = f"File: {path}\n\n" if path else ""
@@ -151,7 +180,7 @@ def render_code_task(
     return render_chat(family, [ChatTurn("system", system), ChatTurn("user", user)])
 
 
-def render_commit_message(family: Family, *, system: str, instruction: str, diff: str) -> str:
+def render_commit_message(family: Family, *, system: str, instruction: str, diff: str) -> Prompt:
     user = f"{instruction}\n\n```diff\n{diff}\n```"
     return render_chat(family, [ChatTurn("system", system), ChatTurn("user", user)])
 

@@ -34,7 +34,8 @@ from qwend.backends.exllamav2 import cuda as cuda_env
 from qwend.backends.exllamav2.jobmux import JobMux, is_out_of_memory, release_cached_memory
 from qwend.backends.exllamav2.limits import EXL2_PAGE_TOKENS, EXL2_QUERY_TOKENS
 from qwend.backends.folder import require_complete
-from qwend.errors import BackendUnavailable, GenerationFailed
+from qwend.backends.tokens import TokenizerPair
+from qwend.errors import BackendUnavailable, ModelNotLoaded
 
 if TYPE_CHECKING:
     from qwend.config import ModelProfile
@@ -99,6 +100,7 @@ class ExLlamaV2Backend(Backend):
         self.profile_name = profile_name
         self._context_length = profile.context_length
         self._tokenizer: Any = None
+        self._tokens: TokenizerPair | None = None
         self._stop_ids: frozenset[int] = frozenset()
         self._loaded: _Loaded | None = None
 
@@ -116,6 +118,7 @@ class ExLlamaV2Backend(Backend):
             log.info("build environment for exllamav2: %s", chosen)
         paged = self._choose_attention()
         self._tokenizer = _read_tokenizer(self.model_dir)
+        self._tokens = TokenizerPair(self._tokenizer)
         self._stop_ids = stop_ids_from_folder(self.model_dir, self._tokenizer)
         if cuda_env.built_extension() is None:
             log.warning(
@@ -249,11 +252,17 @@ class ExLlamaV2Backend(Backend):
         return self._stop_ids
 
     def tokenize(self, text: str) -> list[int]:
-        return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
+        return self.tokenize_batch([text])[0]
 
     def tokenize_batch(self, texts: list[str]) -> list[list[int]]:
-        encoded = self._tokenizer.encode_batch(texts, add_special_tokens=False)
-        return [list(e.ids) for e in encoded]
+        if self._tokens is None:
+            raise ModelNotLoaded("the model is not loaded")
+        return self._tokens.encode_plain(texts)
+
+    def tokenize_markup(self, marker: str) -> list[int]:
+        if self._tokens is None:
+            raise ModelNotLoaded("the model is not loaded")
+        return self._tokens.encode_markup(marker)
 
     def decode(self, ids: list[int]) -> str:
         return str(self._tokenizer.decode(ids, skip_special_tokens=False))
@@ -262,7 +271,7 @@ class ExLlamaV2Backend(Backend):
         self, prompt_ids: list[int], sampling: Sampling, max_new_tokens: int
     ) -> Generator[int, None, None]:
         if self._loaded is None:
-            raise GenerationFailed("the model is not loaded")
+            raise ModelNotLoaded("the model is not loaded")
         stops = sorted(self._stop_ids)
 
         def make_job(identifier: int) -> Any:

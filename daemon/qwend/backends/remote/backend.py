@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
-from qwend.backends.base import Backend, Sampling, TextPiece
+from qwend.backends.base import Backend, Prompt, Sampling, TextPiece
 from qwend.backends.remote.apikey import ApiKey, read_api_key
 from qwend.backends.remote.client import Chunk, Endpoint, EngineClient, Probe
 from qwend.backends.remote.limits import TOKENIZER_ENGINE, TOKENIZER_NONE
@@ -280,6 +280,15 @@ class RemoteBackend(Backend):
 
     def tokenize_batch(self, texts: list[str]) -> list[list[int]]:
         return self._require_counter().encode_batch(texts) if texts else []
+
+    def tokenize_markup(self, marker: str) -> list[int]:
+        return self._require_counter().encode(marker)
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """What the engine will count: it receives the joined text (an OpenAI
+        engine such as llama-server takes no token ids), so markup typed in a
+        request is parsed there as markup; docs/remote.md says so."""
+        return self._require_counter().encode(prompt.text)
 
     def decode(self, ids: list[int]) -> str:
         return self._require_counter().decode(ids)
