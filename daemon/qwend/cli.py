@@ -1,4 +1,4 @@
-"""Editor: the ``qwend`` command line (serve, stop, status, ask, pull, doctor).
+"""Editor: the ``qwend`` command line (serve, stop, status, ask, pull, doctor, bench, eval).
 
 Heavy modules are imported inside the commands that need them: ``status``,
 ``stop`` and ``ask`` touch only the standard library and the socket, so they
@@ -417,6 +417,123 @@ def _bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     bench.set_defaults(run=cmd_bench)
 
 
+# -- eval ------------------------------------------------------------------------
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Score completions on HumanEval-infilling through the daemon; table or JSON on stdout."""
+    from qwend.evaluation import report
+
+    if args.show:
+        document = report.read_results(Path(args.show))
+        results_file = Path(args.show)
+    else:
+        document, results_file = _run_eval(args)
+    if args.json:
+        print(json.dumps(report.summary_view(document, results_file), indent=2))
+    else:
+        print(report.render_table(document))
+    if not args.show:
+        print(f"qwend: results in {results_file}", file=sys.stderr)
+    return 1 if any(run["aborted"] for run in document["runs"]) else 0
+
+
+def _run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
+    from qwend.errors import EvalFailed
+    from qwend.evaluation import report, suites, targets
+    from qwend.evaluation.runner import EvalOptions, run_eval
+    from qwend.evaluation.sandbox import SandboxLimits
+
+    unknown = [name for name in args.suites if name not in suites.BUILTIN]
+    if unknown:
+        raise EvalFailed(
+            f"unknown suite {unknown[0]!r}", hint=f"built in: {', '.join(suites.BUILTIN)}"
+        )
+    files = tuple(Path(path).expanduser() for path in args.file or ())
+    options = EvalOptions(
+        suites=tuple(args.suites) if args.suites or files else tuple(suites.BUILTIN),
+        files=files,
+        limit=args.limit,
+        mode=args.mode,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+        run_tests=not args.no_tests,
+        sandbox=SandboxLimits(timeout_s=args.test_timeout, memory_mb=args.test_memory_mb),
+        start_timeout_s=args.start_timeout,
+        config_path=args.config,
+        progress=not args.no_progress,
+    )
+    if args.compare:
+        run_targets = [targets.parse_target(spec, args.config) for spec in args.compare]
+    else:
+        socket_path = _socket(args)
+        DaemonClient(socket_path, timeout=5.0).request("GET", "/health")  # fail fast, exit 2
+        run_targets = [targets.running_daemon(socket_path)]
+    document = run_eval(options, run_targets)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    results_file = (
+        Path(args.output) if args.output else paths.log_path().parent / "eval" / f"{stamp}.json"
+    )
+    report.write_results(document, results_file)
+    return document, results_file
+
+
+def _eval_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    evaluate = sub.add_parser(
+        "eval",
+        parents=[common],
+        help="score completions on HumanEval-infilling through the daemon",
+        description="Run code-completion suites through the daemon's complete task and the "
+        "language server's ghost-text shaping: exact match, edit similarity, pass@1 "
+        "(tests run in a sandbox), latency. See docs/eval.md.",
+    )
+    evaluate.add_argument(
+        "suites",
+        nargs="*",
+        metavar="SUITE",
+        help="built-in suites: humaneval-single, humaneval-multi (default: both, unless --file)",
+    )
+    evaluate.add_argument(
+        "--file", action="append", metavar="PATH", help="a suite file (.jsonl or .jsonl.gz)"
+    )
+    evaluate.add_argument("--limit", type=int, help="at most N cases per suite, spread evenly")
+    evaluate.add_argument(
+        "--mode",
+        choices=("single", "multi", "auto"),
+        help="cursor mode for every suite (default: the suite's own; auto: the LSP decides)",
+    )
+    evaluate.add_argument("--max-tokens", type=int, help="default: tasks.complete.max_tokens")
+    evaluate.add_argument(
+        "--temperature", type=float, default=0.0, help="default 0 (greedy, reproducible)"
+    )
+    evaluate.add_argument("--seed", type=int, help="sampling seed, with a temperature above 0")
+    evaluate.add_argument("--no-tests", action="store_true", help="score text only")
+    evaluate.add_argument(
+        "--test-timeout", type=float, default=10.0, help="seconds per test run (default 10)"
+    )
+    evaluate.add_argument(
+        "--test-memory-mb", type=int, default=1024, help="address space per test run"
+    )
+    evaluate.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="two targets, each a socket, a config file or a model profile",
+    )
+    evaluate.add_argument(
+        "--start-timeout",
+        type=float,
+        default=900.0,
+        help="seconds for a daemon that --compare starts to become ready",
+    )
+    evaluate.add_argument("--output", help="results file (default: XDG state dir/qwend/eval/)")
+    evaluate.add_argument("--show", metavar="FILE", help="render a results file; run nothing")
+    evaluate.add_argument("--json", action="store_true", help="print the summary as JSON")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    evaluate.set_defaults(run=cmd_eval)
+
+
 # -- parser ----------------------------------------------------------------------
 
 
@@ -479,4 +596,5 @@ def _parser() -> argparse.ArgumentParser:
     pull.set_defaults(run=cmd_pull)
 
     _bench_parser(sub, common)
+    _eval_parser(sub, common)
     return parser

@@ -29,6 +29,7 @@ Neither ever holds a traceback.
     │       ├── RevisionNotFound revision_not_found
     │       ├── RepoGated        repo_gated              (license not accepted, or no token)
     │       └── HubTokenInvalid  hub_token_invalid
+    ├── EvalFailed               eval_failed             (qwend eval: a suite file or a target)
     └── DaemonError                                      (CLI side: the daemon process)
         ├── DaemonUnavailable    daemon_unavailable      exit 2
         ├── AlreadyRunning       already_running         exit 2
@@ -48,6 +49,7 @@ __all__ = [
     "DaemonError",
     "DaemonUnavailable",
     "EngineError",
+    "EvalFailed",
     "Forbidden",
     "GenerationFailed",
     "HubTokenInvalid",
@@ -218,6 +220,13 @@ class HubTokenInvalid(PullFailed):
     """The hub rejected the token itself (expired, revoked or mistyped)."""
 
     code = "hub_token_invalid"
+
+
+class EvalFailed(QwendError):
+    """``qwend eval`` cannot go on: a bad suite file, results file or compare target."""
+
+    code = "eval_failed"
+    exit_code = 1
 
 
 class DaemonError(QwendError):

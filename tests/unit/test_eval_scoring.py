@@ -1,0 +1,164 @@
+"""qwend eval's scores on hand-made cases: text scores, the tested program, odd answers.
+
+The functional cases run real HumanEval problems in the real sandbox: the
+canonical answer must pass, and plausible wrong answers must fail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from qwend.evaluation.runner import EvalOptions, request_for, score_answer
+from qwend.evaluation.sandbox import SandboxLimits, run_program
+from qwend.evaluation.scoring import (
+    checked_program,
+    edit_similarity,
+    insertion,
+    normalize_block,
+    score,
+    score_block,
+    score_single_line,
+)
+from qwend.evaluation.suites import Case, builtin_suite
+
+LIMITS = SandboxLimits(timeout_s=5.0, memory_mb=512)
+
+
+def _case(suite: str, task_id: str) -> Case:
+    (case,) = [c for c in builtin_suite(suite).cases if c.task_id == task_id]
+    return case
+
+
+# -- text scores -----------------------------------------------------------------------
+
+
+def test_single_line_compares_the_stripped_first_line() -> None:
+    canonical = "    return a + b\n"
+    assert score_single_line("return a + b", canonical).exact_match
+    assert score_single_line("  return a + b  \n    print(a)\n", canonical).exact_match
+    wrong = score_single_line("return a - b", canonical)
+    assert not wrong.exact_match
+    # Indel similarity: one substitution is 2 edits over 24 characters.
+    assert wrong.edit_similarity == pytest.approx(100 * (1 - 2 / 24))
+
+
+def test_single_line_scores_the_first_line_even_when_it_is_empty() -> None:
+    # What the editor shows: a suggestion that starts with a newline is empty.
+    result = score_single_line("\n    return a + b", "    return a + b\n")
+    assert not result.exact_match and result.edit_similarity == 0.0
+
+
+def test_edit_similarity_values() -> None:
+    assert edit_similarity("for i in x:", "for j in x:") == pytest.approx(100 * 20 / 22)
+    assert edit_similarity("abc", "abc") == 100.0
+    assert edit_similarity("", "abc") == 0.0
+    assert edit_similarity("", "") == 100.0
+
+
+def test_block_ignores_trailing_space_and_blank_lines_but_not_indentation() -> None:
+    canonical = "    if x:\n        return 1\n    return 0\n"
+    assert score_block("    if x:  \n\n        return 1\n    return 0", canonical).exact_match
+    assert not score_block("    if x:\n    return 1\n    return 0", canonical).exact_match
+    assert normalize_block("a \r\n\r\n  b\n") == "a\n  b"
+    assert score("x = 1\ny = 2", "x = 1\n", "single").exact_match
+    assert not score("x = 1\ny = 2", "x = 1\n", "multi").exact_match
+
+
+def test_insertion_ends_the_hole_at_a_line_start() -> None:
+    assert insertion("    x = 1", "single") == "    x = 1\n"
+    assert insertion("    x = 1\n    y = 2", "single") == "    x = 1\n"
+    assert insertion("    x = 1\n    y = 2", "multi") == "    x = 1\n    y = 2\n"
+    assert insertion("   ", "multi") == ""
+    assert insertion("", "single") == ""
+
+
+# -- functional: the problem's own tests on prompt + suggestion + suffix -----------------
+
+
+def test_the_canonical_line_passes_and_a_wrong_line_fails() -> None:
+    case = _case("humaneval-single", "SingleLineInfilling/HumanEval/0/L0")
+    assert case.canonical_solution == "    for idx, elem in enumerate(numbers):\n"
+    right = run_program(checked_program(case, case.canonical_solution), LIMITS)
+    assert right.status == "passed", right
+    # Plausible and well-formed, but it compares nothing: has_close_elements is always False.
+    wrong = insertion("    for idx, elem in enumerate([]):", "single")
+    result = run_program(checked_program(case, wrong), LIMITS)
+    assert result.status == "failed" and "AssertionError" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("suggestion", "detail"),
+    [
+        ("    for idx, elem in enumerate(numbers)", "SyntaxError"),  # the colon is missing
+        ("", "IndentationError"),  # nothing inserted: the block has no loop header
+    ],
+)
+def test_broken_suggestions_fail(suggestion: str, detail: str) -> None:
+    case = _case("humaneval-single", "SingleLineInfilling/HumanEval/0/L0")
+    result = run_program(checked_program(case, insertion(suggestion, "single")), LIMITS)
+    assert result.status == "failed"
+    assert detail in result.detail
+
+
+def test_a_multi_line_block_passes_or_fails_on_the_tests() -> None:
+    case = _case("humaneval-multi", "MultiLineInfilling/HumanEval/2/L0_L0")
+    assert case.canonical_solution == "    return number % 1.0\n"
+    assert run_program(checked_program(case, case.canonical_solution), LIMITS).passed
+    wrong = insertion("    return number % 2.0", "multi")
+    assert run_program(checked_program(case, wrong), LIMITS).status == "failed"
+    # Exit status 0 is not a pass: the tests must run to their end.
+    leaves = insertion("    import sys; sys.exit(0)", "multi")
+    result = run_program(checked_program(case, leaves), LIMITS)
+    assert result.status == "failed" and result.detail == "exited before its tests finished"
+
+
+# -- the request, and answers of every odd shape ----------------------------------------
+
+
+def test_request_follows_the_suite_mode() -> None:
+    case = _case("humaneval-multi", "MultiLineInfilling/HumanEval/2/L0_L0")
+    _, single = request_for(case, "single", EvalOptions(max_tokens=32))
+    context, multi = request_for(case, "multi", EvalOptions())
+    assert single["stop"] == ["\n"] and single["max_tokens"] == 32
+    assert "stop" not in multi and "max_tokens" not in multi
+    assert multi["temperature"] == 0.0 and multi["language"] == "python"
+    assert multi["prefix"] == case.prompt and multi["suffix"] == case.suffix
+    assert context.multiline
+    # The LSP's own heuristic: the cursor sits before a non-blank line, so one line.
+    auto_context, auto = request_for(case, "auto", EvalOptions(seed=7))
+    assert not auto_context.multiline and auto["stop"] == ["\n"] and auto["seed"] == 7
+
+
+ODD_ANSWERS: list[tuple[int, Any]] = [
+    (200, {"text": None}),
+    (200, {"text": 42, "usage": "many"}),
+    (200, []),
+    (400, {"error": {"code": "context_length_exceeded", "message": "too long"}}),
+    (500, {"error": "not an object"}),
+    (200, {"text": "\x00\x00", "usage": {"completion_tokens": True}}),
+    (200, {"text": "x = '\ud800'\r\n    y = 1", "usage": {"completion_tokens": 3}}),
+    (200, {"text": "    " + "a" * 100_000, "finish_reason": "length"}),
+    (200, {"text": "\n\n\n"}),
+    (200, {"text": "    import os; os.system('true')"}),
+]
+
+
+@pytest.mark.parametrize(("status", "answer"), ODD_ANSWERS)
+@pytest.mark.parametrize("mode", ["single", "multi"])
+def test_odd_answers_are_scored_never_raised(status: int, answer: Any, mode: str) -> None:
+    case = _case("humaneval-single", "SingleLineInfilling/HumanEval/0/L0")
+    context, _ = request_for(case, mode, EvalOptions())
+    options = EvalOptions(sandbox=LIMITS)
+    record = score_answer(case, mode, context, status, answer, 12.34, options)
+    assert record["task_id"] == case.task_id and record["latency_ms"] == 12.3
+    assert record["exact_match"] is False
+    assert 0.0 <= record["edit_similarity"] < 100.0
+    assert isinstance(record["tokens"], int) and not isinstance(record["tokens"], bool)
+    if status != 200 or not isinstance(answer, dict) or not isinstance(answer.get("text"), str):
+        assert record["error"]["http_status"] == status
+        assert record["tests"]["status"] == "not_run"
+    else:
+        assert "error" not in record
+        assert record["tests"]["status"] in ("failed", "refused")
