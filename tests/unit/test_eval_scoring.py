@@ -124,11 +124,23 @@ def test_request_follows_the_suite_mode() -> None:
     assert single["stop"] == ["\n"] and single["max_tokens"] == 32
     assert "stop" not in multi and "max_tokens" not in multi
     assert multi["temperature"] == 0.0 and multi["language"] == "python"
-    assert multi["prefix"] == case.prompt and multi["suffix"] == case.suffix
-    assert context.multiline
-    # The LSP's own heuristic: the cursor sits before a non-blank line, so one line.
+    # The cursor is on the empty line where the missing lines go.
+    assert multi["prefix"] == case.prompt and multi["suffix"] == "\n" + case.suffix
+    assert context.multiline and context.line_before == context.line_after == ""
+    # The LSP's own heuristic: after a docstring (no block opener), one line.
     auto_context, auto = request_for(case, "auto", EvalOptions(seed=7))
     assert not auto_context.multiline and auto["stop"] == ["\n"] and auto["seed"] == 7
+    opener = _case("humaneval-single", "SingleLineInfilling/HumanEval/0/L1")
+    assert opener.prompt.rstrip().endswith(":")
+    assert request_for(opener, "auto", EvalOptions())[0].multiline
+
+
+def test_a_span_inside_a_line_keeps_the_cursor_where_the_hole_is() -> None:
+    case = Case("span/0", "x = compute(", ")\n", "1, 2")
+    context, body = request_for(case, "auto", EvalOptions())
+    assert not case.line_hole and body["suffix"] == ")\n" and context.line_after == ")"
+    assert insertion("1, 2", "auto", case.line_hole) == "1, 2"
+    assert insertion("1, 2", "auto", True) == "1, 2\n"
 
 
 ODD_ANSWERS: list[tuple[int, Any]] = [

@@ -2,8 +2,10 @@
 
 A case goes the way an editor's inline completion goes:
 
-1. the document is ``prompt + suffix`` with the cursor between them, at the
-   start of the missing line(s), as in Qwen's own HumanEval-FIM runs;
+1. the document is the file with the hole; for a hole of whole lines (both
+   HumanEval suites) the cursor sits on an empty line where the missing
+   lines go (``document_text``), and the daemon gets the same prefix and
+   suffix as Qwen's own HumanEval-FIM runs, plus that line's newline;
 2. the language server's pure helpers (``qwend_lsp.completion``) build the
    cursor context and the ``complete`` request, and the daemon answers it
    through the product path (template, budget, stops, post-processing);
@@ -11,12 +13,12 @@ A case goes the way an editor's inline completion goes:
    the LSP's ghost text, and the result is scored (scoring.py) and, where the
    case has tests, run in the sandbox (sandbox.py).
 
-The cursor mode comes from the suite (``single``/``multi``) unless ``auto``:
-the LSP's own heuristic would pick a single line for every case here (the
-cursor sits before a non-blank line), which would make a block suite
-meaningless. The model is small and often wrong: an error answer, an empty or
-odd suggestion, code that does not parse, loops or exits: each is recorded
-against its case and the run goes on. Only a daemon that stops answering
+The cursor mode comes from the suite (``single``/``multi``) unless ``auto``
+asks for the LSP's own heuristic, which picks a block only after a line that
+opens one (``:``): it would ask for one line in most multi-line cases, which
+would make that suite meaningless. The model is small and often wrong: an
+error answer, an empty or odd suggestion, code that does not parse, loops or
+exits: each is recorded against its case and the run goes on. Only a daemon that stops answering
 ends a target's run early (``aborted``); what was measured is kept.
 """
 
@@ -158,7 +160,7 @@ def request_for(
     case: Case, mode: str, options: EvalOptions
 ) -> tuple[CursorContext, dict[str, Any]]:
     """The cursor context and the ``complete`` body the language server would send."""
-    context = cursor_context(case.prompt + case.suffix, len(case.prompt))
+    context = cursor_context(document_text(case), len(case.prompt))
     if mode != "auto":
         context = dataclasses.replace(context, multiline=mode == "multi")
     body = complete_body(
@@ -172,6 +174,19 @@ def request_for(
     if options.seed is not None:
         body["seed"] = options.seed
     return context, body
+
+
+def document_text(case: Case) -> str:
+    """The editor's document: for a hole of whole lines, the cursor is on an empty line.
+
+    The user who writes the missing lines is on a line of their own, so the
+    text after the cursor starts with that line's newline; the cursor mode
+    and the shaping (which compares the suggestion with the lines after the
+    cursor) see the file as the user does. A span inside a line is left as is.
+    """
+    if case.line_hole:
+        return f"{case.prompt}\n{case.suffix}"
+    return case.prompt + case.suffix
 
 
 def evaluate_case(
@@ -230,7 +245,8 @@ def _tests(
         return None
     if failed:
         return {"status": "not_run", "detail": "the daemon answered an error", "seconds": 0.0}
-    result = run_program(checked_program(case, insertion(suggestion, mode)), options.sandbox)
+    inserted = insertion(suggestion, mode, case.line_hole)
+    result = run_program(checked_program(case, inserted), options.sandbox)
     return {"status": result.status, "detail": result.detail, "seconds": round(result.seconds, 3)}
 
 

@@ -68,18 +68,20 @@ def score(suggestion: str, canonical: str, mode: str) -> TextScore:
     return score_block(suggestion, canonical)
 
 
-def insertion(suggestion: str, mode: str) -> str:
-    """The text the suggestion puts into the hole, which ends at a line start.
+def insertion(suggestion: str, mode: str, line_hole: bool = True) -> str:
+    """The text the accepted suggestion puts into the hole.
 
-    The canonical solutions end with a newline and the suffix starts a new
-    line; an accepted suggestion is followed by the user's Enter, so the
-    insertion is the suggestion (its first line for ``single``) plus a newline.
-    An empty suggestion inserts nothing.
+    For a hole of whole lines, the user was on an empty line: the suggestion
+    (its first line for ``single``) fills that line, and the line's own
+    newline follows it. For a span inside a line, the suggestion goes in as
+    it is. An empty suggestion inserts nothing.
     """
     text = first_line(suggestion) if mode == "single" else suggestion.replace("\r\n", "\n")
     if not text.strip():
         return ""
-    return text if text.endswith("\n") else text + "\n"
+    if not line_hole or text.endswith("\n"):
+        return text
+    return text + "\n"
 
 
 def checked_program(case: Case, inserted: str) -> str:

@@ -44,6 +44,11 @@ class Case:
     def has_tests(self) -> bool:
         return bool(self.test.strip() and self.entry_point.strip())
 
+    @property
+    def line_hole(self) -> bool:
+        """Whole lines are missing (HumanEval's single- and multi-line files), not a span."""
+        return self.prompt.endswith("\n") or not self.prompt
+
 
 @dataclass(frozen=True)
 class SuiteSpec:
