@@ -435,6 +435,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(report.render_table(document))
     if not args.show:
         print(f"qwend: results in {results_file}", file=sys.stderr)
+    from qwend.evaluation.runner import interrupted
+
+    if interrupted(document):
+        return 130
     return 1 if any(run["aborted"] for run in document["runs"]) else 0
 
 

@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from qwend.evaluation.runner import EvalOptions, request_for, score_answer
+from qwend.errors import DaemonUnavailable
+from qwend.evaluation.runner import (
+    EvalOptions,
+    _run_target,
+    interrupted,
+    load_suites,
+    request_for,
+    score_answer,
+)
 from qwend.evaluation.sandbox import SandboxLimits, run_program
 from qwend.evaluation.scoring import (
     checked_program,
@@ -22,6 +30,7 @@ from qwend.evaluation.scoring import (
     score_single_line,
 )
 from qwend.evaluation.suites import Case, builtin_suite
+from qwend.evaluation.targets import Target
 
 LIMITS = SandboxLimits(timeout_s=5.0, memory_mb=512)
 
@@ -174,3 +183,54 @@ def test_odd_answers_are_scored_never_raised(status: int, answer: Any, mode: str
     else:
         assert "error" not in record
         assert record["tests"]["status"] in ("failed", "refused")
+
+
+# -- a run that ends early keeps what it measured ------------------------------------------
+
+
+class _FaultyDaemon:
+    """Answers every request with an error body, then fails as told on request ``fail_at``."""
+
+    def __init__(self, fail_at: int, fault: BaseException) -> None:
+        self.calls = 0
+        self.fail_at = fail_at
+        self.fault = fault
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise self.fault
+        if path == "/v1/status":
+            return 200, {"model": {"name": "m"}, "device": "cpu"}
+        return 503, {"error": {"code": "model_not_loaded", "message": "not loaded"}}
+
+
+@pytest.mark.parametrize(
+    ("fault", "aborted"),
+    [
+        (KeyboardInterrupt(), "interrupted (Ctrl-C) (after 2 cases of humaneval-single)"),
+        (DaemonUnavailable("gone"), "gone (after 2 cases of humaneval-single)"),
+    ],
+)
+def test_a_run_cut_short_keeps_its_cases(fault: BaseException, aborted: str) -> None:
+    # Calls: 1 status, 2 warm-up, 3-4 two cases, 5 the fault.
+    daemon = _FaultyDaemon(fail_at=5, fault=fault)
+    options = EvalOptions(suites=("humaneval-single", "humaneval-multi"), limit=3)
+    suites = load_suites(options)
+    target = Target("t", "socket", "/nowhere")
+    run = _run_target(target, daemon, suites, options, _NoBar())  # type: ignore[arg-type]
+    assert run["aborted"] == aborted
+    assert list(run["suites"]) == ["humaneval-single"]  # the multi suite never started
+    summary = run["suites"]["humaneval-single"]["summary"]
+    assert summary["cases"] == summary["errors"] == 2
+    assert summary["test_outcomes"] == {"not_run": 2}
+    document = {"runs": [run]}
+    assert interrupted(document) == isinstance(fault, KeyboardInterrupt)
+
+
+class _NoBar:
+    def set_description(self, text: str) -> None:
+        pass
+
+    def update(self) -> None:
+        pass

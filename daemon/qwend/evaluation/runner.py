@@ -52,6 +52,7 @@ from qwend_lsp.completion import (
 
 LANGUAGE: Final = "python"  # HumanEval is Python; the prompt's comment marker follows it
 WARMUP_MAX_TOKENS: Final = 1  # loads a lazy model and warms caches; not counted
+INTERRUPTED: Final = "interrupted (Ctrl-C)"
 MAX_SUGGESTION_CHARS: Final = 20_000  # kept in the results file per case; scores use all of it
 
 
@@ -111,7 +112,8 @@ def run_eval(options: EvalOptions, run_targets: list[Target]) -> dict[str, Any]:
             try:
                 with targets.serving(target, options.config_path, options.start_timeout_s) as sock:
                     client = DaemonClient(sock, timeout=options.request_timeout_s)
-                    document["runs"].append(_run_target(target, client, suites, options, bar))
+                    run = _run_target(target, client, suites, options, bar)
+                    document["runs"].append(run)
             except EvalFailed as exc:  # this target's daemon never became ready
                 document["runs"].append(
                     {
@@ -122,7 +124,14 @@ def run_eval(options: EvalOptions, run_targets: list[Target]) -> dict[str, Any]:
                         "suites": {},
                     }
                 )
+            if interrupted(document):
+                break  # Ctrl-C: keep what was measured, run no further target
     return document
+
+
+def interrupted(document: dict[str, Any]) -> bool:
+    """Was the run stopped with Ctrl-C (its results are kept, and partial)?"""
+    return any(str(run["aborted"]).startswith(INTERRUPTED) for run in document["runs"])
 
 
 def _run_target(
@@ -148,6 +157,9 @@ def _run_target(
                 cases.append(evaluate_case(client, case, suite.mode, options))
             except DaemonUnavailable as exc:
                 run["aborted"] = f"{exc.message} (after {len(cases)} cases of {suite.name})"
+                break
+            except KeyboardInterrupt:
+                run["aborted"] = f"{INTERRUPTED} (after {len(cases)} cases of {suite.name})"
                 break
             bar.update()
         run["suites"][suite.name] = {"summary": report.summarize(cases), "cases": cases}

@@ -220,6 +220,10 @@ def _spawn(
         except subprocess.TimeoutExpired:
             _kill_group(process)
             return process.wait(timeout=KILL_WAIT_S), True
+        except BaseException:  # Ctrl-C in the parent: leave no program running
+            _kill_group(process)
+            process.wait(timeout=KILL_WAIT_S)
+            raise
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
