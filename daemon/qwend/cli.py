@@ -1,4 +1,4 @@
-"""Editor: the ``qwend`` command line (serve, stop, status, ask, pull, doctor).
+"""Editor: the ``qwend`` command line (serve, stop, status, ask, pull, doctor, bench, eval).
 
 Heavy modules are imported inside the commands that need them: ``status``,
 ``stop`` and ``ask`` touch only the standard library and the socket, so they
@@ -22,6 +22,7 @@ from qwend import __version__, paths
 from qwend.client import DaemonClient
 from qwend.errors import BadResponse, DaemonError, DaemonUnavailable, QwendError
 from qwend.states import STATUS_EXIT_CODES
+from qwend.status_view import format_reload, format_status
 
 EXIT_UNREACHABLE: Final = 2
 DETACH_POLL_S: Final = 0.25
@@ -207,150 +208,6 @@ def _formatted(socket_path: Path, status: dict[str, Any]) -> str:
         ) from None
 
 
-def _section(status: dict[str, Any], key: str) -> dict[str, Any]:
-    """A nested object of the status, or {} if the daemon sent something else."""
-    value = status.get(key)
-    return value if isinstance(value, dict) else {}
-
-
-def format_status(status: dict[str, Any]) -> str:
-    model = _section(status, "model")
-    queue = _section(status, "queue")
-    perf = _section(status, "performance")
-    state = model.get("state", "?")
-    detail = {
-        "ready": f"loaded in {model.get('load_seconds') or 0:.1f}s",
-        "loading": "loading the model",
-        "unloaded": "loads on the first request",
-        "failed": model.get("error") or "",
-        "swapping": f"serving while '{model.get('swapping_to')}' loads",
-    }.get(state, "")
-    rows = [
-        ("state", f"{state} ({detail})" if detail else state),
-        ("model", _model_line(model, status)),
-        ("context", f"{model.get('context_length')} tokens"),
-        ("memory", _megabytes(_section(status, "memory").get("rss_bytes"))),
-        *_gpu_rows(model),
-        *_engine_rows(model),
-        ("uptime", _duration(status.get("uptime_s", 0))),
-        (
-            "queue",
-            f"{queue.get('interactive', 0)} interactive + {queue.get('background', 0)} "
-            f"background waiting (max {queue.get('capacity_per_lane', 0)} each), "
-            f"{queue.get('active', 0)} running of {queue.get('slots', 1)} slots",
-        ),
-        ("tokens", f"{status.get('token_counting', '?')} counts for budgets"),
-        ("requests", f"{perf.get('completed_jobs', 0)} completed"),
-        (
-            "latency",
-            f"p50 {_seconds(perf.get('latency_p50_s'))}, p95 {_seconds(perf.get('latency_p95_s'))}",
-        ),
-        ("speed", f"{perf.get('tokens_per_second') or '-'} tokens/s"),
-        ("socket", status.get("socket", "")),
-        ("config", ", ".join(status.get("config_files", []))),
-        ("reload", _last_reload(_section(status, "config"))),
-        *_log_rows(status.get("log")),
-        ("pid", str(status.get("pid", ""))),
-    ]
-    head = f"qwend {status.get('version', '?')}: {state}"
-    return "\n".join([head, *(f"  {name:<9}{value}" for name, value in rows)])
-
-
-def _model_line(model: dict[str, Any], status: dict[str, Any]) -> str:
-    engine = model.get("engine")
-    if model.get("backend") == "remote" and engine:
-        where = f"remote engine at {engine.get('url')}"
-        return f"{model.get('name')} ({where}, model {engine.get('model')})"
-    return f"{model.get('name')} ({model.get('backend')}, {status.get('device')})"
-
-
-def _engine_rows(model: dict[str, Any]) -> list[tuple[str, str]]:
-    """A remote profile's engine: reachable, what it serves, the round trip (else absent)."""
-    engine = model.get("engine")
-    if not engine:
-        return []
-    reachable = engine.get("reachable")
-    if reachable is None:
-        seen = "not checked yet"
-    elif not reachable:
-        seen = f"unreachable: {engine.get('error')}"
-    else:
-        latency = engine.get("latency_ms")
-        seen = "reachable" + (f", round trip {latency:.1f} ms" if latency is not None else "")
-        if engine.get("error"):
-            seen += f"; {engine.get('error')}"
-    if engine.get("checked_at"):
-        seen += f" (checked {_duration(max(0.0, time.time() - engine['checked_at']))} ago)"
-    return [
-        ("engine", seen),
-        (
-            "upstream",
-            f"{model.get('max_concurrent')} requests at once, tokenizer {model.get('tokenizer')}",
-        ),
-    ]
-
-
-def _log_rows(log: Any) -> list[tuple[str, str]]:
-    """Where the log goes, and loudly when writing it fails (absent on older daemons)."""
-    if not isinstance(log, dict):
-        return []
-    if log.get("state") != "failing":
-        return [("log", str(log.get("target")))]
-    since = time.strftime("%H:%M:%S", time.localtime(float(log.get("failing_since") or 0)))
-    return [
-        (
-            "log",
-            f"FAILING: writing {log.get('target')} fails ({log.get('error')}) since {since}; "
-            f"{log.get('lines_not_written')} lines went to {log.get('fallback') or 'nowhere'}",
-        )
-    ]
-
-
-def _gpu_rows(model: dict[str, Any]) -> list[tuple[str, str]]:
-    """The GPU backend's device, memory and batching (absent on the CPU backend)."""
-    cuda = model.get("cuda")
-    if not cuda:
-        return []
-    gib = 2**30
-    return [
-        (
-            "gpu",
-            f"{cuda.get('device_name')}: {cuda.get('memory_allocated_bytes', 0) / gib:.1f} GiB "
-            f"allocated, peak {cuda.get('memory_peak_bytes', 0) / gib:.1f} of "
-            f"{cuda.get('memory_total_bytes', 0) / gib:.0f} GiB",
-        ),
-        (
-            "cache",
-            f"{model.get('cache_tokens')} tokens ({model.get('cache_type')}), "
-            f"paged attention {model.get('paged_attention')}",
-        ),
-    ]
-
-
-def _last_reload(config: dict[str, Any]) -> str:
-    last = config.get("last_reload")
-    if not last:
-        return "none since start"
-    return format_reload(last).replace("\n", "\n           ")
-
-
-def _megabytes(value: int | None) -> str:
-    return "-" if value is None else f"{value / 2**20:.0f} MiB resident"
-
-
-def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}s"
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
-
-
-# -- reload ----------------------------------------------------------------------
-
-
 def cmd_reload(args: argparse.Namespace) -> int:
     """Ask the daemon to re-read its config now; exit 1 if the result is an error."""
     client = DaemonClient(_socket(args), timeout=args.timeout)
@@ -360,20 +217,6 @@ def cmd_reload(args: argparse.Namespace) -> int:
         return 1
     print(format_reload(body))
     return 1 if body.get("result") in ("error", "swap_failed") else 0
-
-
-def format_reload(outcome: dict[str, Any]) -> str:
-    line = f"{outcome.get('result')} at {outcome.get('at')} ({outcome.get('trigger')})"
-    if outcome.get("error"):
-        line += f": {outcome['error']}"
-    if outcome.get("changes"):
-        line += "\n  changed: " + ", ".join(outcome["changes"])
-    if outcome.get("needs_restart"):
-        line += "\n  applies at the next start: " + ", ".join(outcome["needs_restart"])
-    return line
-
-
-# -- ask -------------------------------------------------------------------------
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -519,6 +362,127 @@ def _bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     bench.set_defaults(run=cmd_bench)
 
 
+# -- eval ------------------------------------------------------------------------
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Score completions on HumanEval-infilling through the daemon; table or JSON on stdout."""
+    from qwend.evaluation import report
+
+    if args.show:
+        document = report.read_results(Path(args.show))
+        results_file = Path(args.show)
+    else:
+        document, results_file = _run_eval(args)
+    if args.json:
+        print(json.dumps(report.summary_view(document, results_file), indent=2))
+    else:
+        print(report.render_table(document))
+    if not args.show:
+        print(f"qwend: results in {results_file}", file=sys.stderr)
+    from qwend.evaluation.runner import interrupted
+
+    if interrupted(document):
+        return 130
+    return 1 if any(run["aborted"] for run in document["runs"]) else 0
+
+
+def _run_eval(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
+    from qwend.errors import EvalFailed
+    from qwend.evaluation import report, suites, targets
+    from qwend.evaluation.runner import EvalOptions, run_eval
+    from qwend.evaluation.sandbox import SandboxLimits
+
+    unknown = [name for name in args.suites if name not in suites.BUILTIN]
+    if unknown:
+        raise EvalFailed(
+            f"unknown suite {unknown[0]!r}", hint=f"built in: {', '.join(suites.BUILTIN)}"
+        )
+    files = tuple(Path(path).expanduser() for path in args.file or ())
+    options = EvalOptions(
+        suites=tuple(args.suites) if args.suites or files else tuple(suites.BUILTIN),
+        files=files,
+        limit=args.limit,
+        mode=args.mode,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+        run_tests=not args.no_tests,
+        sandbox=SandboxLimits(timeout_s=args.test_timeout, memory_mb=args.test_memory_mb),
+        start_timeout_s=args.start_timeout,
+        config_path=args.config,
+        progress=not args.no_progress,
+    )
+    if args.compare:
+        run_targets = [targets.parse_target(spec, args.config) for spec in args.compare]
+    else:
+        socket_path = _socket(args)
+        DaemonClient(socket_path, timeout=5.0).request("GET", "/health")  # fail fast, exit 2
+        run_targets = [targets.running_daemon(socket_path)]
+    document = run_eval(options, run_targets)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    results_file = (
+        Path(args.output) if args.output else paths.log_path().parent / "eval" / f"{stamp}.json"
+    )
+    report.write_results(document, results_file)
+    return document, results_file
+
+
+def _eval_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    evaluate = sub.add_parser(
+        "eval",
+        parents=[common],
+        help="score completions on HumanEval-infilling through the daemon",
+        description="Run code-completion suites through the daemon's complete task and the "
+        "language server's ghost-text shaping: exact match, edit similarity, pass@1 "
+        "(tests run in a sandbox), latency. See docs/eval.md.",
+    )
+    evaluate.add_argument(
+        "suites",
+        nargs="*",
+        metavar="SUITE",
+        help="built-in suites: humaneval-single, humaneval-multi (default: both, unless --file)",
+    )
+    evaluate.add_argument(
+        "--file", action="append", metavar="PATH", help="a suite file (.jsonl or .jsonl.gz)"
+    )
+    evaluate.add_argument("--limit", type=int, help="at most N cases per suite, spread evenly")
+    evaluate.add_argument(
+        "--mode",
+        choices=("single", "multi", "auto"),
+        help="cursor mode for every suite (default: the suite's own; auto: the LSP decides)",
+    )
+    evaluate.add_argument("--max-tokens", type=int, help="default: tasks.complete.max_tokens")
+    evaluate.add_argument(
+        "--temperature", type=float, default=0.0, help="default 0 (greedy, reproducible)"
+    )
+    evaluate.add_argument("--seed", type=int, help="sampling seed, with a temperature above 0")
+    evaluate.add_argument("--no-tests", action="store_true", help="score text only")
+    evaluate.add_argument(
+        "--test-timeout", type=float, default=10.0, help="seconds per test run (default 10)"
+    )
+    evaluate.add_argument(
+        "--test-memory-mb", type=int, default=1024, help="address space per test run"
+    )
+    evaluate.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="two targets, each a socket, a config file or a model profile",
+    )
+    evaluate.add_argument(
+        "--start-timeout",
+        type=float,
+        default=900.0,
+        help="seconds for a daemon that --compare starts to become ready",
+    )
+    evaluate.add_argument("--output", help="results file (default: XDG state dir/qwend/eval/)")
+    evaluate.add_argument("--show", metavar="FILE", help="render a results file; run nothing")
+    evaluate.add_argument("--json", action="store_true", help="print the summary as JSON")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    evaluate.set_defaults(run=cmd_eval)
+
+
 # -- parser ----------------------------------------------------------------------
 
 
@@ -584,4 +548,5 @@ def _parser() -> argparse.ArgumentParser:
     pull.set_defaults(run=cmd_pull)
 
     _bench_parser(sub, common)
+    _eval_parser(sub, common)
     return parser

@@ -39,6 +39,7 @@ telling a client where the user's home, cache or model folder is.
     │       ├── RevisionNotFound revision_not_found
     │       ├── RepoGated        repo_gated              (license not accepted, or no token)
     │       └── HubTokenInvalid  hub_token_invalid
+    ├── EvalFailed               eval_failed             (qwend eval: a suite file or a target)
     └── DaemonError                                      (CLI side: the daemon process)
         ├── DaemonUnavailable    daemon_unavailable      exit 2
         ├── AlreadyRunning       already_running         exit 2
@@ -63,6 +64,7 @@ __all__ = [
     "DaemonError",
     "DaemonUnavailable",
     "EngineError",
+    "EvalFailed",
     "Forbidden",
     "GenerationFailed",
     "HubTokenInvalid",
@@ -311,6 +313,13 @@ class HubTokenInvalid(PullFailed):
     """The hub rejected the token itself (expired, revoked or mistyped)."""
 
     code = "hub_token_invalid"
+
+
+class EvalFailed(QwendError):
+    """``qwend eval`` cannot go on: a bad suite file, results file or compare target."""
+
+    code = "eval_failed"
+    exit_code = 1
 
 
 class DaemonError(QwendError):

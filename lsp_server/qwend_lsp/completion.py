@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 BLOCK_OPENERS: Final = (":", "{", "=>", "->", " do", " then")
 CLOSERS: Final = frozenset(")]}>\"'`;,")
@@ -49,6 +49,32 @@ def cursor_context(text: str, offset: int) -> CursorContext:
     return CursorContext(
         prefix, suffix, line_before, line_after, wants_multiline(line_before, line_after, previous)
     )
+
+
+def complete_body(
+    ctx: CursorContext,
+    *,
+    language: str,
+    path: str,
+    snippets: list[dict[str, Any]],
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+) -> dict[str, Any]:
+    """The ``complete`` task's request for this cursor (``qwend eval`` sends the same)."""
+    body: dict[str, Any] = {
+        "prefix": ctx.prefix,
+        "suffix": ctx.suffix,
+        "language": language[:64],
+        "path": path[:4096],
+        "snippets": snippets,
+    }
+    if not ctx.multiline:
+        body["stop"] = ["\n"]
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    if temperature is not None:
+        body["temperature"] = temperature
+    return body
 
 
 def _previous_nonblank_line(prefix: str) -> str:

@@ -19,7 +19,13 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from qwend_lsp.completion import CompletionCache, CursorContext, cursor_context, shape_completion
+from qwend_lsp.completion import (
+    CompletionCache,
+    CursorContext,
+    complete_body,
+    cursor_context,
+    shape_completion,
+)
 from qwend_lsp.daemon_link import DaemonLink
 from qwend_lsp.options import Options
 
@@ -71,19 +77,14 @@ class InlineCompleter:
     async def _ask(self, request: InlineRequest, ctx: CursorContext, automatic: bool) -> str:
         if automatic and self.options.debounce_ms:
             await asyncio.sleep(self.options.debounce_ms / 1000)
-        body: dict[str, Any] = {
-            "prefix": ctx.prefix,
-            "suffix": ctx.suffix,
-            "language": request.language[:64],
-            "path": request.path[:4096],
-            "snippets": request.snippets,
-        }
-        if not ctx.multiline:
-            body["stop"] = ["\n"]
-        if self.options.max_tokens is not None:
-            body["max_tokens"] = self.options.max_tokens
-        if self.options.temperature is not None:
-            body["temperature"] = self.options.temperature
+        body = complete_body(
+            ctx,
+            language=request.language,
+            path=request.path,
+            snippets=request.snippets,
+            max_tokens=self.options.max_tokens,
+            temperature=self.options.temperature,
+        )
         self.daemon_calls += 1
         answer = await self.link.task("complete", body)
         text = shape_completion(str(answer.get("text", "")), ctx)

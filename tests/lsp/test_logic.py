@@ -8,7 +8,7 @@ import pytest
 from lsprotocol import types as t
 
 from qwend_lsp import actions
-from qwend_lsp.completion import CompletionCache, cursor_context, shape_completion
+from qwend_lsp.completion import CompletionCache, complete_body, cursor_context, shape_completion
 from qwend_lsp.daemon_link import Backoff
 from qwend_lsp.options import Options, parse_options
 
@@ -22,6 +22,25 @@ def test_mid_statement_is_single_line() -> None:
     ctx = cursor_context("x = compute(\n", len("x = compute("))
     assert not ctx.multiline
     assert shape_completion("a, b)\nprint(x)", ctx) == "a, b)"
+
+
+def test_the_complete_request_stops_a_single_line_at_the_newline() -> None:
+    single = cursor_context("x = compute(\n", len("x = compute("))
+    body = complete_body(single, language="python", path="a.py", snippets=[])
+    assert body == {
+        "prefix": "x = compute(",
+        "suffix": "\n",
+        "language": "python",
+        "path": "a.py",
+        "snippets": [],
+        "stop": ["\n"],
+    }
+    block = cursor_context("def f():\n", len("def f():"))
+    body = complete_body(
+        block, language="x" * 100, path="b.py", snippets=[], max_tokens=8, temperature=0.0
+    )
+    assert "stop" not in body and body["max_tokens"] == 8 and body["temperature"] == 0.0
+    assert body["language"] == "x" * 64
 
 
 def test_after_a_block_opener_is_multi_line_and_stops_at_dedent() -> None:

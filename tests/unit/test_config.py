@@ -51,7 +51,9 @@ def test_shipped_defaults(xdg: Path) -> None:
     assert s.generation.max_tokens_limit == 8192
     assert s.generation.temperature == 0.2
     assert s.generation.top_p == 0.95
-    assert set(s.models) == {"qwen2.5-7b-instruct", "smollm2-135m"}
+    assert set(s.models) == {"qwen2.5-7b-instruct", "qwen2.5-coder-7b-instruct", "smollm2-135m"}
+    coder = s.models["qwen2.5-coder-7b-instruct"]
+    assert (coder.backend, coder.family, coder.device) == ("exllamav2", "qwen2.5", "cuda")
     assert config.model_name == "qwen2.5-7b-instruct"
     profile = config.profile
     assert (profile.backend, profile.family, profile.device) == ("exllamav2", "qwen2.5", "cuda")

@@ -65,7 +65,7 @@ def documented_tree() -> dict[str, dict[str, str | int | None]]:
 
 def test_docstring_tree_parses() -> None:
     tree = documented_tree()
-    assert len(tree) == 36
+    assert len(tree) == 37
     assert tree["BadRequest"] == {
         "code": "bad_request",
         "http": 400,
