@@ -48,9 +48,11 @@ def gpu_daemon_config(model_dir: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def gpu_daemon(smollm2_fp16: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def gpu_daemon(
+    smollm2_fp16: Path, tmp_path_factory: pytest.TempPathFactory, daemon_env: dict[str, str]
+) -> Iterator[Daemon]:
     root = Path(tmp_path_factory.mktemp("gd", numbered=True))
-    daemon = Daemon(root, gpu_daemon_config(smollm2_fp16)).start()
+    daemon = Daemon(root, gpu_daemon_config(smollm2_fp16), env=daemon_env).start()
     try:
         daemon.wait_for("ready", timeout=900)  # the first start builds the extension
         yield daemon
@@ -68,6 +70,7 @@ def complete(daemon: Daemon, prompt: str) -> str:
     return str(body["choices"][0]["text"])
 
 
+@pytest.mark.cuda_memory
 def test_status_reports_the_gpu_and_the_batch(gpu_daemon: Daemon) -> None:
     _, body = gpu_daemon.client().request("GET", "/v1/status")
     model = body["model"]

@@ -130,6 +130,7 @@ async def test_stream_and_cancel_within_a_step(smollm2_fp16: Path) -> None:
         await asyncio.to_thread(engine.close, 10)
 
 
+@pytest.mark.cuda_memory
 def test_out_of_memory_fails_the_request_and_the_next_one_runs(
     gpu_backend: ExLlamaV2Backend,
 ) -> None:
@@ -145,6 +146,7 @@ def test_out_of_memory_fails_the_request_and_the_next_one_runs(
     assert len(greedy(gpu_backend, PROMPTS[1], 4)) == 4
 
 
+@pytest.mark.cuda_memory
 def test_describe_reports_the_gpu(gpu_backend: ExLlamaV2Backend) -> None:
     facts = gpu_backend.describe()
     assert facts["paged_attention"] in ("off", "flash_attn")
@@ -152,6 +154,7 @@ def test_describe_reports_the_gpu(gpu_backend: ExLlamaV2Backend) -> None:
     assert facts["cuda"]["device_name"] == torch.cuda.get_device_name(0)
 
 
+@pytest.mark.cuda_memory
 def test_unload_frees_gpu_memory(smollm2_fp16: Path) -> None:
     backend = ExLlamaV2Backend(smollm2_fp16, gpu_profile(), profile_name="smollm2-gpu")
     torch.cuda.empty_cache()

@@ -3,8 +3,14 @@
 Any connect on a non-Unix socket, or any DNS lookup, is recorded in the file
 named by QWEND_NETGUARD_LOG and refused. The integration tests assert that
 the file stays empty: serving never reaches out to the network.
+
+Being the daemon's ``sitecustomize``, it shadows any other one; a test that
+needs its own start-up hook in the daemon names a module in
+QWEND_TEST_SITE_HOOK, imported here after the guard is in place (tests/gpu
+does, to run exllamav2 on its emulated extension).
 """
 
+import importlib
 import os
 import socket
 
@@ -36,3 +42,7 @@ if _LOG:
     socket.socket.connect = connect  # type: ignore[method-assign]
     socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
     socket.getaddrinfo = getaddrinfo
+
+_HOOK = os.environ.get("QWEND_TEST_SITE_HOOK")
+if _HOOK:
+    importlib.import_module(_HOOK)
