@@ -34,6 +34,11 @@ CUDA_MEMORY_REASON = (
     "the emulated exllamav2 extension on the CPU, where GPU memory reads 0)"
 )
 SITE_HOOK = "tests.fixtures.exllamav2_ext_ref.site_hook"  # see netguard/sitecustomize.py
+# Emulated, every linear layer runs as an fp32 GEMM on 2 CPU cores, and exllamav2's
+# load probes one full prefill chunk through every layer: 256 tokens (the smallest
+# chunk qwend accepts, one cache page) instead of the default 2,048 keeps a load at
+# seconds. Every prompt in these tests is shorter than one chunk.
+EMULATED_PROFILE: dict[str, Any] = {"prefill_chunk_tokens": 256} if EMULATED else {}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -110,4 +115,4 @@ def gpu_profile(**overrides: Any) -> ModelProfile:
         "max_batch_size": 4,
         "paged_attention": "off",
     }
-    return ModelProfile(**(fields | overrides))
+    return ModelProfile(**(fields | EMULATED_PROFILE | overrides))
