@@ -38,10 +38,10 @@ TOP_TOKENS = 20
 MATCH_TOKENS = 32
 NEAR_TIE = 0.1  # logits; within it greedy may pick either token (see test_daemon_gpu.py)
 MIN_MATCHED = 16  # tokens that must be compared per prompt, so the check is not empty
-PROMPTS = (
-    "<|im_start|>user\nWrite a Python function that reverses a string.<|im_end|>\n"
+PROMPTS = (  # no near-tie in the reference's first 32 greedy tokens (smallest gap 0.10, 0.49)
+    "<|im_start|>user\nWrite a Python function that adds two numbers.<|im_end|>\n"
     "<|im_start|>assistant\n",
-    "def is_prime(n):\n    ",
+    "def mean(values):\n    ",
 )
 
 

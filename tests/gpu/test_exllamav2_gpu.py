@@ -30,10 +30,14 @@ MATCH_TOKENS = 32  # the issue's bar: greedy continuations agree this far
 # attention is right; a non-causal prefill moves them by whole units.
 LOGPROB_TOLERANCE = 0.05
 TOP_TOKENS = 20
+# Prompts whose greedy answers have margins: over the first 32 tokens the CPU
+# reference's top-2 logits stay at least 0.29 and 0.14 apart. (The earlier
+# "reverses a string" and "def fibonacci(n):" had gaps of 0.044 at the first
+# token and 0.009, within fp16 noise: either token was a right answer.)
 PROMPTS = (
-    "<|im_start|>user\nWrite a Python function that reverses a string.<|im_end|>\n"
+    "<|im_start|>user\nWrite a Python function that adds two numbers.<|im_end|>\n"
     "<|im_start|>assistant\n",
-    "def fibonacci(n):\n    ",
+    "def is_prime(n):\n    ",
 )
 
 
