@@ -64,7 +64,11 @@ def exllamav2_device() -> Iterator[str]:
         def patch(target: object, name: str, value: Any) -> None:
             mp.setattr(target, name, value, raising=False)
 
-        emulate_exllamav2(patch)
+        exllamav2 = emulate_exllamav2(patch)
+        # qwend's backend patches the causal prefill into exllamav2's class at load
+        # (production behaviour); put the original back for the unit tests after us.
+        attention = exllamav2.attn.ExLlamaV2Attention
+        mp.setattr(attention, "_attn_torch", attention._attn_torch)
         yield "emulated"
 
 

@@ -78,7 +78,7 @@ def test_the_quant_is_mixed_width_act_order_at_about_4_bpw(
     with safe_open(str(exl2 / "model.safetensors"), "pt") as f:
         groups = f.get_tensor("model.layers.0.mlp.down_proj.q_groups")
         invperm = f.get_tensor("model.layers.0.mlp.down_proj.q_invperm")
-        assert "model.layers.0.self_attn.q_proj.weight" not in f
+        assert "model.layers.0.self_attn.q_proj.weight" not in f.keys()  # noqa: SIM118
     assert set(groups[0::2].tolist()) == {6, 5, 4, 3, 2}
     assert not torch.equal(invperm, torch.arange(len(invperm), dtype=invperm.dtype))
     assert 4.0 <= bpw <= 4.5, bpw
