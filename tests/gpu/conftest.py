@@ -1,8 +1,13 @@
-"""GPU tests: exllamav2 on a real NVIDIA GPU (run with the device tool; docs/gpu.md).
+"""GPU tests: exllamav2 on a real NVIDIA GPU, or on its emulated extension on the CPU.
 
-Every test here is marked ``gpu`` and skipped, with the reason, on a machine
-where torch sees no CUDA device or exllamav2 is not installed. The first run
-on a machine builds exllamav2's extension (minutes).
+Every test here is marked ``gpu``. Where torch sees a CUDA device they run on
+it (the first run on a machine builds exllamav2's extension: minutes). Where
+it sees none and exllamav2 is installed, the same tests run on the CPU on
+the torch reference of exllamav2's kernels (tests/fixtures/exllamav2_ext_ref):
+exllamav2's real Python code, qwend's backend and the daemon, with the
+kernels replaced. Tests marked ``cuda_memory`` measure real GPU memory or
+provoke an out-of-memory; they are skipped there, with that reason. Without
+exllamav2 everything is skipped. docs/gpu.md says what each mode proves.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +23,22 @@ import pytest
 import torch
 
 from qwend.config import ModelProfile
-from tests.unit.conftest import SMOLLM2_DIR
+from tests.fixtures.exllamav2_cpu import emulate_exllamav2
+from tests.unit.conftest import ROOT, SMOLLM2_DIR
 
-SKIP_REASON = (
-    "needs an NVIDIA GPU"
-    if not torch.cuda.is_available()
-    else "needs exllamav2 (pip install -e '.[gpu]')"
-    if importlib.util.find_spec("exllamav2") is None
-    else ""
+HAS_EXLLAMAV2 = importlib.util.find_spec("exllamav2") is not None
+EMULATED = HAS_EXLLAMAV2 and not torch.cuda.is_available()
+SKIP_REASON = "" if HAS_EXLLAMAV2 else "needs exllamav2 (the `gpu` and `test` extras install it)"
+CUDA_MEMORY_REASON = (
+    "measures real CUDA memory or out-of-memory: needs an NVIDIA GPU (this run uses "
+    "the emulated exllamav2 extension on the CPU, where GPU memory reads 0)"
 )
+SITE_HOOK = "tests.fixtures.exllamav2_ext_ref.site_hook"  # see netguard/sitecustomize.py
+# Emulated, every linear layer runs as an fp32 GEMM on 2 CPU cores, and exllamav2's
+# load probes one full prefill chunk through every layer: 256 tokens (the smallest
+# chunk qwend accepts, one cache page) instead of the default 2,048 keeps a load at
+# seconds. Every prompt in these tests is shorter than one chunk.
+EMULATED_PROFILE: dict[str, Any] = {"prefill_chunk_tokens": 256} if EMULATED else {}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -35,6 +48,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.gpu)
             if SKIP_REASON:
                 item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
+            elif EMULATED and item.get_closest_marker("cuda_memory"):
+                item.add_marker(pytest.mark.skip(reason=CUDA_MEMORY_REASON))
+
+
+@pytest.fixture(scope="package", autouse=True)
+def exllamav2_device() -> Iterator[str]:
+    """Where exllamav2 runs: "cuda", or "emulated" (the torch reference, in this process,
+    for the whole package; undone afterwards, so later suites see the plain stand-in)."""
+    if not EMULATED:
+        yield "cuda"
+        return
+    with pytest.MonkeyPatch.context() as mp:
+
+        def patch(target: object, name: str, value: Any) -> None:
+            mp.setattr(target, name, value, raising=False)
+
+        exllamav2 = emulate_exllamav2(patch)
+        # qwend's backend patches the causal prefill into exllamav2's class at load
+        # (production behaviour); put the original back for the unit tests after us.
+        attention = exllamav2.attn.ExLlamaV2Attention
+        mp.setattr(attention, "_attn_torch", attention._attn_torch)
+        yield "emulated"
+
+
+@pytest.fixture(scope="session")
+def daemon_env() -> dict[str, str]:
+    """Extra environment for a daemon subprocess: the emulation, where CUDA is absent."""
+    if not EMULATED:
+        return {}
+    return {"QWEND_TEST_SITE_HOOK": SITE_HOOK, "PYTHONPATH": str(ROOT)}
 
 
 @pytest.fixture(scope="session")
@@ -76,4 +119,4 @@ def gpu_profile(**overrides: Any) -> ModelProfile:
         "max_batch_size": 4,
         "paged_attention": "off",
     }
-    return ModelProfile(**(fields | overrides))
+    return ModelProfile(**(fields | EMULATED_PROFILE | overrides))

@@ -31,10 +31,14 @@ MATCH_TOKENS = 32  # the issue's bar: greedy continuations agree this far
 # attention is right; a non-causal prefill moves them by whole units.
 LOGPROB_TOLERANCE = 0.05
 TOP_TOKENS = 20
+# Prompts whose greedy answers have margins: over the first 32 tokens the CPU
+# reference's top-2 logits stay at least 0.29 and 0.14 apart. (The earlier
+# "reverses a string" and "def fibonacci(n):" had gaps of 0.044 at the first
+# token and 0.009, within fp16 noise: either token was a right answer.)
 PROMPTS = (
-    "<|im_start|>user\nWrite a Python function that reverses a string.<|im_end|>\n"
+    "<|im_start|>user\nWrite a Python function that adds two numbers.<|im_end|>\n"
     "<|im_start|>assistant\n",
-    "def fibonacci(n):\n    ",
+    "def is_prime(n):\n    ",
 )
 
 
@@ -133,6 +137,7 @@ async def test_stream_and_cancel_within_a_step(smollm2_fp16: Path) -> None:
         await asyncio.to_thread(engine.close, 10)
 
 
+@pytest.mark.cuda_memory
 def test_out_of_memory_fails_the_request_and_the_next_one_runs(
     gpu_backend: ExLlamaV2Backend,
 ) -> None:
@@ -148,6 +153,7 @@ def test_out_of_memory_fails_the_request_and_the_next_one_runs(
     assert len(greedy(gpu_backend, PROMPTS[1], 4)) == 4
 
 
+@pytest.mark.cuda_memory
 def test_describe_reports_the_gpu(gpu_backend: ExLlamaV2Backend) -> None:
     facts = gpu_backend.describe()
     assert facts["paged_attention"] in ("off", "flash_attn")
@@ -155,6 +161,7 @@ def test_describe_reports_the_gpu(gpu_backend: ExLlamaV2Backend) -> None:
     assert facts["cuda"]["device_name"] == torch.cuda.get_device_name(0)
 
 
+@pytest.mark.cuda_memory
 def test_unload_frees_gpu_memory(smollm2_fp16: Path) -> None:
     backend = ExLlamaV2Backend(smollm2_fp16, gpu_profile(), profile_name="smollm2-gpu")
     torch.cuda.empty_cache()

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,11 @@ def model_dir() -> Path:
 class Daemon:
     """A `qwend serve` subprocess in its own sandbox of directories."""
 
-    def __init__(self, root: Path, config: dict[str, Any]) -> None:
+    def __init__(
+        self, root: Path, config: dict[str, Any], env: Mapping[str, str] | None = None
+    ) -> None:
+        """``env`` adds to the daemon's environment; its PYTHONPATH entries go after
+        the network guard's (tests/gpu passes the emulated-extension hook this way)."""
         self.root = root
         self.socket = root / "run" / "qwend.sock"
         self.config_path = root / "config.toml"
@@ -58,13 +62,17 @@ class Daemon:
         self.netguard_log = root / "netguard.log"
         self.config_path.write_text(_to_toml(config))
         self.process: subprocess.Popen[bytes] | None = None
+        extra = dict(env or {})
+        extra_path = extra.pop("PYTHONPATH", "")
+        paths = [str(NETGUARD_DIR), extra_path] if extra_path else [str(NETGUARD_DIR)]
         self.env = {
             **os.environ,
+            **extra,
             "XDG_CONFIG_HOME": str(root / "xdg-config"),
             "XDG_CACHE_HOME": str(root / "xdg-cache"),
             "XDG_STATE_HOME": str(root / "xdg-state"),
             "XDG_RUNTIME_DIR": str(root / "xdg-run"),
-            "PYTHONPATH": os.pathsep.join([str(NETGUARD_DIR), os.environ.get("PYTHONPATH", "")]),
+            "PYTHONPATH": os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]),
             "QWEND_NETGUARD_LOG": str(self.netguard_log),
             "PYTHONUNBUFFERED": "1",
         }

@@ -8,6 +8,7 @@ them.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -38,6 +39,7 @@ class TransformersBackend(Backend):
         self._tokens: TokenizerPair | None = None
         self._stop_ids: frozenset[int] = frozenset()
         self._weights_bytes = 0
+        self._cache_argument = "past_key_values"
 
     def load(self) -> None:
         require_complete(self.model_dir, self._pull_hint)
@@ -59,6 +61,7 @@ class TransformersBackend(Backend):
         )
         self._model = model.eval()
         log.info("load: weights read in %.2fs", time.monotonic() - step)
+        self._cache_argument = _cache_argument(model)
         self._stop_ids = frozenset(_eos_ids(self._model.generation_config, self._tokenizer))
         self._weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         model_limit = getattr(model.config, "max_position_embeddings", self._context_length)
@@ -129,12 +132,14 @@ class TransformersBackend(Backend):
         with torch.inference_mode():
             for _ in range(max_new_tokens):
                 try:
-                    out = self._model(input_ids=inputs, past_key_values=past, use_cache=True)
+                    out = self._model(
+                        input_ids=inputs, **{self._cache_argument: past}, use_cache=True
+                    )
                 except RuntimeError as exc:  # torch reports host OOM as RuntimeError
                     if "out of memory" in str(exc).lower():
                         raise OutOfMemory("the CPU ran out of memory for this request") from exc
                     raise
-                past = out.past_key_values
+                past = getattr(out, self._cache_argument)
                 token = _pick(out.logits[0, -1], sampling, generator)
                 yield token
                 inputs = torch.tensor([[token]], dtype=torch.long)
@@ -148,6 +153,14 @@ class TransformersBackend(Backend):
             "weights_bytes": self._weights_bytes,
             "dtype": "float32",
         }
+
+
+def _cache_argument(model: Any) -> str:
+    """The name the model's forward takes its KV cache under, and its output returns it
+    under: ``cache`` from transformers 5.24 (which deprecates ``past_key_values``, with
+    a FutureWarning per call), ``past_key_values`` before."""
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def _eos_ids(generation_config: Any, tokenizer: Any) -> set[int]:

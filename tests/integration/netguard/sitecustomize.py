@@ -6,8 +6,14 @@ the file stays empty: serving never reaches out to the network.
 
 QWEND_NETGUARD_ALLOW lists "host:port" pairs (comma-separated) that may be
 reached anyway: the remote backend's tests allow exactly their loopback engine.
+
+Being the daemon's ``sitecustomize``, it shadows any other one; a test that
+needs its own start-up hook in the daemon names a module in
+QWEND_TEST_SITE_HOOK, imported here after the guard is in place (tests/gpu
+does, to run exllamav2 on its emulated extension).
 """
 
+import importlib
 import os
 import socket
 
@@ -48,3 +54,7 @@ if _LOG:
     socket.socket.connect = connect  # type: ignore[method-assign]
     socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
     socket.getaddrinfo = getaddrinfo
+
+_HOOK = os.environ.get("QWEND_TEST_SITE_HOOK")
+if _HOOK:
+    importlib.import_module(_HOOK)
