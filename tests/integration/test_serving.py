@@ -70,7 +70,7 @@ def test_health_and_status_report_the_resident_model(shared_daemon: Daemon) -> N
     assert (status, body["status"], body["model"]) == (200, "ready", "smollm2-135m")
     _, info = shared_daemon.client().request("GET", "/v1/status")
     assert info["model"]["name"] == "smollm2-135m"
-    assert info["model"]["backend"] == "transformers"
+    assert info["model"]["backend"] == "llama.cpp"
     assert info["model"]["state"] == "ready"
     assert info["model"]["context_length"] == 8192
     assert info["queue"] == {

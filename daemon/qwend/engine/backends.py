@@ -25,6 +25,15 @@ def create_backend(config: Config) -> Backend:
             threads=profile.threads,
             pull_hint=f"qwend pull {name}",
         )
+    if profile.backend == "llama.cpp":
+        from qwend.backends.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(
+            config.model_dir(),
+            context_length=profile.context_length,
+            threads=profile.threads,
+            pull_hint=f"qwend pull {name}",
+        )
     if profile.backend == "exllamav2":
         from qwend.engine.exllamav2_backend import ExLlamaV2Backend
 
