@@ -78,7 +78,7 @@ def gguf_file(location: Path) -> Path | None:
     shards = [GGUF_SHARD_RE.fullmatch(path.name) for path in found]
     if not found or any(m is None for m in shards):
         return None
-    stems = {(path.parent, m["stem"], m["count"]) for path, m in zip(found, shards) if m}
+    stems = {(p.parent, m["stem"], m["count"]) for p, m in zip(found, shards, strict=True) if m}
     if len(stems) != 1 or len(found) != int(next(iter(stems))[2]):
         return None
     return found[0]  # sorted: -00001-of- comes first

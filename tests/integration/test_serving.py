@@ -291,6 +291,30 @@ def test_cli_ask_and_status(shared_daemon: Daemon) -> None:
     assert json.loads(as_json.stdout)["model"]["state"] == "ready"
 
 
+def test_a_keystroke_evaluates_only_the_new_tokens(shared_daemon: Daemon) -> None:
+    """What an editor sends while typing: the same file, one more character each time.
+    The llama.cpp backend keeps the previous prompt's KV cache, and status says so."""
+    code = "".join(f"def handler_{i}(event):\n    return event['{i}']\n\n" for i in range(30))
+    request = {"max_tokens": 2, "temperature": 0}
+    _post(shared_daemon, "/v1/completions", {**request, "prompt": code + "def main("})
+    status, answer = _post(
+        shared_daemon, "/v1/completions", {**request, "prompt": code + "def main(a"}
+    )
+    assert status == 200, answer
+    prompt_tokens = answer["usage"]["prompt_tokens"]
+    assert prompt_tokens > 300
+    as_json = shared_daemon.cli("status", "--json")
+    model = json.loads(as_json.stdout)["model"]
+    assert model["backend"] == "llama.cpp" and model["threads"] >= 1
+    last = model["prefix_cache"]["last_request"]
+    assert last["prompt_tokens"] == prompt_tokens
+    assert last["evaluated_tokens"] <= 2  # "a" (and at most the token it merged with)
+    assert last["cached_tokens"] == prompt_tokens - last["evaluated_tokens"]
+    totals = model["prefix_cache"]
+    assert totals["cached_tokens"] + totals["evaluated_tokens"] == totals["prompt_tokens"]
+    assert "came from the KV cache" in shared_daemon.cli("status").stdout
+
+
 def test_serving_made_no_network_connection(shared_daemon: Daemon) -> None:
     # Runs last in this module: everything above went through the guard.
     assert shared_daemon.health() == "ready"

@@ -69,7 +69,8 @@ def test_format_status_shows_the_prefix_cache() -> None:
         "  prefix   900 of 1000 prompt tokens came from the KV cache; "
         "last request evaluated 2 of 500 (498 cached)"
     ) in lines
-    assert not any(line.startswith("  prefix") for line in cli.format_status(SAMPLE_STATUS).splitlines())
+    plain = cli.format_status(SAMPLE_STATUS).splitlines()
+    assert not any(line.startswith("  prefix") for line in plain)
 
 
 def test_format_status_ready() -> None:

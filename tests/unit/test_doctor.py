@@ -16,7 +16,9 @@ from qwend.errors import BackendUnavailable
 NO_GPU = not torch.cuda.is_available()
 
 
-def cpu_profile_config(xdg: Path, profile: str = "smollm2-135m-hf", folder: Path = SMOLLM2_DIR) -> Path:
+def cpu_profile_config(
+    xdg: Path, profile: str = "smollm2-135m-hf", folder: Path = SMOLLM2_DIR
+) -> Path:
     path = xdg / "config" / "qwend" / "config.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f'[daemon]\nmodel = "{profile}"\n[models."{profile}"]\npath = "{folder}"\n')

@@ -330,7 +330,7 @@ def test_a_gguf_folder_holds_one_model(tmp_path: Path) -> None:
     assert missing_files(tmp_path, "llama.cpp") == []
     (tmp_path / "a-q8_0.gguf").write_bytes(b"GGUF")
     (missing,) = missing_files(tmp_path, "llama.cpp")
-    assert "exactly one .gguf model (found 2: a-q4_k_m.gguf, a-q8_0.gguf)" == missing
+    assert missing == "exactly one .gguf model (found 2: a-q4_k_m.gguf, a-q8_0.gguf)"
     assert gguf_file(tmp_path) is None
     # A profile's path may name the file itself.
     assert gguf_file(tmp_path / "a-q8_0.gguf") == tmp_path / "a-q8_0.gguf"
