@@ -26,6 +26,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import re
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -91,6 +92,9 @@ class LlamaCppBackend(Backend):
         self._stop_ids: frozenset[int] = frozenset()
         self._version = ""
         self._load_threads = 0
+        self._vocab_size = 0
+        self._markup: dict[str, int] = {}  # the added tokens' text -> id
+        self._markup_re: re.Pattern[str] | None = None
         # Prefix reuse, for /v1/status: totals over all requests, and the last request.
         self._prompt_total = 0
         self._cached_total = 0
@@ -126,9 +130,14 @@ class LlamaCppBackend(Backend):
             llm.close()
             self._context_length = trained
             llm = _open(llama_cpp, gguf, trained, threads)
-        vocab = llm._model.vocab
-        self._stop_ids = frozenset(
-            i for i in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, i)
+        self._vocab_size = int(llm.n_vocab())
+        self._stop_ids, self._markup = _special_tokens(
+            llama_cpp, llm._model.vocab, self._vocab_size
+        )
+        self._markup_re = (
+            re.compile("|".join(re.escape(t) for t in sorted(self._markup, key=len, reverse=True)))
+            if self._markup
+            else None
         )
         self._llm, self._gguf, self._load_threads = llm, gguf, threads
         self._reset_cache()
@@ -161,15 +170,35 @@ class LlamaCppBackend(Backend):
         return self._stop_ids
 
     def tokenize(self, text: str) -> list[int]:
-        """The GGUF's own tokenizer, no BOS added; special-token markup (chat and
-        fill-in-the-middle tokens) maps to its ids, as the other backends do."""
-        return list(self._model().tokenize(text.encode("utf-8"), False, True))
+        """The GGUF's own tokenizer, no BOS added, split the way Hugging Face
+        tokenizers split (what the other backends use): the model's added tokens
+        (chat and fill-in-the-middle markup) map to their ids, and the text
+        between them is tokenized with special tokens off.
+
+        llama.cpp's own special parsing would also turn ordinary vocabulary
+        entries that look like markup into control tokens (Qwen2.5's "</s>",
+        which HTML uses), so it is not used.
+        """
+        model = self._model()
+        ids: list[int] = []
+        done = 0
+        for found in self._markup_re.finditer(text) if self._markup_re else ():
+            if found.start() > done:
+                ids += model.tokenize(text[done : found.start()].encode("utf-8"), False, False)
+            ids.append(self._markup[found.group()])
+            done = found.end()
+        if done < len(text):
+            ids += model.tokenize(text[done:].encode("utf-8"), False, False)
+        return ids
 
     def decode(self, ids: list[int]) -> str:
         import llama_cpp
 
         if not ids:
             return ""
+        if min(ids) < 0 or max(ids) >= self._vocab_size:
+            # llama.cpp aborts the whole process on an id outside its vocabulary.
+            raise GenerationFailed(f"token ids must be 0 to {self._vocab_size - 1}")
         tokens = (llama_cpp.llama_token * len(ids))(*ids)
         size = DETOKENIZE_BUFFER_BYTES
         while True:
@@ -325,6 +354,35 @@ def _open(llama_cpp: Any, gguf: Path, context_length: int, threads: int) -> Any:
             hint="the file may be incomplete, or of an architecture this llama-cpp-python "
             "does not know; pull it again with --force",
         ) from exc
+
+
+def _special_tokens(
+    llama_cpp: Any, vocab: Any, n_vocab: int
+) -> tuple[frozenset[int], dict[str, int]]:
+    """The end-of-generation ids, and the added tokens by text, in one pass.
+
+    Added tokens are the GGUF's control and user-defined tokens as the file
+    stores them: what a Hugging Face tokenizer splits a text on before BPE.
+    llama.cpp also promotes ordinary vocabulary entries that read like markup
+    (Qwen2.5's "</s>", which HTML uses) to control tokens that end generation;
+    those keep their "normal" attribute, are text, and are left out of both.
+    For Qwen2.5 the stops are <|endoftext|>, <|im_end|> and the fill-in-the-
+    middle pad, repo and file separators.
+    """
+    markup = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+    normal = llama_cpp.LLAMA_TOKEN_ATTR_NORMAL
+    stops: set[int] = set()
+    added: dict[str, int] = {}
+    for i in range(n_vocab):
+        attr = llama_cpp.llama_vocab_get_attr(vocab, i)
+        if attr & normal or not attr & markup:
+            continue
+        if llama_cpp.llama_vocab_is_eog(vocab, i):
+            stops.add(i)
+        text = llama_cpp.llama_vocab_get_text(vocab, i).decode("utf-8", errors="replace")
+        if text:
+            added.setdefault(text, i)
+    return frozenset(stops), added
 
 
 def _sampler(sampling: Sampling) -> Any:
