@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command 1: install qwend's CPU path, fetch the small real model, start
 # the daemon in the background and show it answering. The CPU model is chosen
-# here, visibly (--model smollm2-135m); the daemon itself never falls back.
+# here, visibly (--model smollm2-135m: SmolLM2's GGUF through llama.cpp); the
+# daemon itself never falls back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
