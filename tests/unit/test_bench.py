@@ -173,7 +173,7 @@ def test_raw_exllamav2_is_skipped_without_cuda(tiny_exl2: Path) -> None:
 
 def test_raw_llamacpp_is_skipped_without_a_gguf(tiny_exl2: Path) -> None:
     result = compare.raw_llamacpp(
-        tiny_exl2, sizes=[64], decode_tokens=4, runs=1, threads=1, context_length=512
+        tiny_exl2, sizes=[64], decode_tokens=4, runs=1, threads=(1, 1), context_length=512
     )
     assert set(result) == {"skipped"}
     assert "no GGUF file" in result["skipped"]
@@ -243,7 +243,7 @@ def _result(**overrides: Any) -> dict[str, Any]:
             "raw_exllamav2": {"skipped": "needs CUDA"},
             "raw_llamacpp": {
                 "decode_tokens_per_s": 20.0,
-                "setup": "llama-cpp-python 0.3.36, m.gguf, 2 threads",
+                "setup": "llama-cpp-python 0.3.36, m.gguf, 1 decode / 2 prompt threads",
                 "ttft_s": {"512": 0.5},
                 "keystroke": {
                     "prompt_tokens": 2050,

@@ -9,13 +9,14 @@ generates, which must not depend on what the cache held.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer
 
-from qwend.backends.llamacpp import LlamaCppBackend, common_prefix
+from qwend.backends.llamacpp import LlamaCppBackend, common_prefix, thread_counts
 from qwend.engine.backend import Sampling
 from qwend.errors import ModelMissing, ModelNotLoaded
 
@@ -40,7 +41,7 @@ def gguf_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def backend(gguf_dir: Path) -> Iterator[LlamaCppBackend]:
-    loaded = LlamaCppBackend(gguf_dir, context_length=2048, threads=2, pull_hint="qwend pull x")
+    loaded = LlamaCppBackend(gguf_dir, context_length=2048, threads=1, pull_hint="qwend pull x")
     loaded.load()
     yield loaded
     loaded.unload()
@@ -69,9 +70,19 @@ def test_markup_is_one_special_token_and_ends_generation(backend: LlamaCppBacken
 def test_context_and_threads_come_from_the_profile(backend: LlamaCppBackend) -> None:
     facts = backend.describe()
     assert backend.context_length == 2048
-    assert facts["threads"] == 2
+    assert (facts["threads"], facts["threads_prompt"]) == (1, 1)
     assert facts["device"] == "cpu" and facts["gguf"].endswith(".gguf")
     assert facts["weights_bytes"] > 50 * 2**20
+
+
+def test_threads_default_to_half_the_cores_for_decode_and_all_for_prompts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert thread_counts(0) == (2, 4)
+    assert thread_counts(3) == (3, 3)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert thread_counts(0) == (1, 1)
 
 
 def test_a_prompt_that_extends_the_last_one_evaluates_only_the_new_tokens(

@@ -91,7 +91,7 @@ class LlamaCppBackend(Backend):
         self._gguf: Path | None = None
         self._stop_ids: frozenset[int] = frozenset()
         self._version = ""
-        self._load_threads = 0
+        self._load_threads = (0, 0)
         self._vocab_size = 0
         self._markup: dict[str, int] = {}  # the added tokens' text -> id
         self._markup_re: re.Pattern[str] | None = None
@@ -122,7 +122,7 @@ class LlamaCppBackend(Backend):
         import llama_cpp
 
         self._version = llama_cpp.__version__
-        threads = self._threads or len(os.sched_getaffinity(0))
+        threads = thread_counts(self._threads)
         llm = _open(llama_cpp, gguf, self._context_length, threads)
         trained = int(llm._model.n_ctx_train())
         if 0 < trained < self._context_length:
@@ -142,14 +142,14 @@ class LlamaCppBackend(Backend):
         self._llm, self._gguf, self._load_threads = llm, gguf, threads
         self._reset_cache()
         log.info(
-            "llama.cpp %s: %s (%s, %d MB) in %.2fs, context %d, %d threads",
+            "llama.cpp %s: %s (%s, %d MB) in %.2fs, context %d, %d decode / %d prompt threads",
             self._version,
             gguf.name,
             llm._model.desc(),
             llm._model.size() // 2**20,
             time.monotonic() - started,
             self._context_length,
-            threads,
+            *threads,
         )
 
     def unload(self) -> None:
@@ -311,7 +311,8 @@ class LlamaCppBackend(Backend):
             return {"device": "cpu"}
         return {
             "device": "cpu",
-            "threads": self._load_threads,
+            "threads": self._load_threads[0],
+            "threads_prompt": self._load_threads[1],
             "llama_cpp": self._version,
             "gguf": str(self._gguf),
             "weights": str(llm._model.desc()),
@@ -331,15 +332,32 @@ class LlamaCppBackend(Backend):
         return self._llm._model
 
 
-def _open(llama_cpp: Any, gguf: Path, context_length: int, threads: int) -> Any:
+def thread_counts(configured: int) -> tuple[int, int]:
+    """(decode, prompt) threads: the profile's ``threads`` for both, or with 0
+    llama-cpp-python's own defaults, half the cores for decode and all of them
+    for prompt evaluation.
+
+    Decode runs one small matrix-vector step per token, with a barrier
+    between llama.cpp's operations where every thread spins until the others
+    arrive; when other processes hold the cores, a thread that is not running
+    stalls all of them (docs/benchmarks.md measured 0.3 tokens/s with two
+    threads against 6 with one on a busy 2-core machine).
+    """
+    if configured:
+        return configured, configured
+    cores = len(os.sched_getaffinity(0))
+    return max(1, cores // 2), cores
+
+
+def _open(llama_cpp: Any, gguf: Path, context_length: int, threads: tuple[int, int]) -> Any:
     """A llama.cpp model and context; load failures become qwend errors."""
     try:
         return llama_cpp.Llama(
             model_path=str(gguf),
             n_ctx=context_length,
             n_batch=BATCH_TOKENS,
-            n_threads=threads,
-            n_threads_batch=threads,
+            n_threads=threads[0],
+            n_threads_batch=threads[1],
             verbose=False,
         )
     except ValueError as exc:

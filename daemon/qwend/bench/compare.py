@@ -287,15 +287,16 @@ def raw_llamacpp(
     sizes: list[int],
     decode_tokens: int,
     runs: int,
-    threads: int | None,
+    threads: tuple[int, int] | None,
     context_length: int,
 ) -> dict[str, Any]:
-    """llama-cpp-python's own ``Llama.generate`` on the same GGUF, without the daemon.
+    """llama-cpp-python's own ``Llama.generate`` on the same GGUF, without the daemon,
+    with the daemon's (decode, prompt) ``threads`` (else the backend's defaults).
 
     Greedy, no early stop. Returns {"skipped": reason} without a GGUF or
     without llama-cpp-python.
     """
-    from qwend.backends.llamacpp import llama_cpp_version
+    from qwend.backends.llamacpp import llama_cpp_version, thread_counts
     from qwend.model_store import gguf_file
 
     gguf = gguf_file(model_dir)
@@ -306,12 +307,12 @@ def raw_llamacpp(
     memory_before = resident_bytes()
     started = time.perf_counter()
     llama_cpp: Any = importlib.import_module("llama_cpp")
-    cores = threads or len(os.sched_getaffinity(0))
+    decode_threads, prompt_threads = thread_counts(0) if threads is None else threads
     llm = llama_cpp.Llama(
         model_path=str(gguf),
         n_ctx=context_length,
-        n_threads=cores,
-        n_threads_batch=cores,
+        n_threads=decode_threads,
+        n_threads_batch=prompt_threads,
         verbose=False,
     )
     load_s = time.perf_counter() - started
@@ -355,7 +356,8 @@ def raw_llamacpp(
     memory = _delta(memory_before, resident_bytes())
     llm.close()
     return {
-        "setup": f"llama-cpp-python {llama_cpp.__version__}, {gguf.name}, {cores} threads",
+        "setup": f"llama-cpp-python {llama_cpp.__version__}, {gguf.name}, "
+        f"{decode_threads} decode / {prompt_threads} prompt threads",
         "load_s": load_s,
         "rss_growth_bytes": memory,
         "decode_tokens_per_s": statistics.median(decode),

@@ -309,7 +309,7 @@ def _compare(
                 sizes=sizes,
                 decode_tokens=options.decode_tokens,
                 runs=options.runs,
-                threads=status.get("model", {}).get("threads"),
+                threads=_llama_threads(status.get("model", {})),
                 context_length=int(result["model"]["context_length"]),
             ),
         )
@@ -326,6 +326,13 @@ def _compare(
         )
     out["ratios"] = _ratios(result, out)
     return out
+
+
+def _llama_threads(model: dict[str, Any]) -> tuple[int, int] | None:
+    """The daemon's llama.cpp (decode, prompt) threads, for the raw run to match."""
+    if model.get("backend") != "llama.cpp" or not model.get("threads"):
+        return None
+    return int(model["threads"]), int(model.get("threads_prompt") or model["threads"])
 
 
 def _ratios(result: dict[str, Any], compare_out: dict[str, Any]) -> dict[str, float | None]:
