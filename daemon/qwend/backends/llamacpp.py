@@ -230,10 +230,11 @@ class LlamaCppBackend(Backend):
         try:
             llm.n_tokens = reused  # eval() drops the cache from here on
             self._eval(prompt_ids[reused:])
-            for _ in range(max_new_tokens):
+            for step in range(1, max_new_tokens + 1):
                 token = int(sampler.sample(llm._ctx, -1))
                 yield token
-                self._eval([token])
+                if step < max_new_tokens:  # the last one is never needed as input
+                    self._eval([token])
         finally:
             sampler.close()
 

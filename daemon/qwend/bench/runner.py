@@ -321,11 +321,16 @@ def _compare(
                 sizes=sizes,
                 decode_tokens=options.decode_tokens,
                 runs=options.runs,
-                threads=status.get("model", {}).get("threads"),
+                threads=_torch_threads(status.get("model", {})),
             ),
         )
     out["ratios"] = _ratios(result, out)
     return out
+
+
+def _torch_threads(model: dict[str, Any]) -> int | None:
+    """The daemon's torch threads when it runs transformers; else torch's default."""
+    return model.get("threads") if model.get("backend") == "transformers" else None
 
 
 def _llama_threads(model: dict[str, Any]) -> tuple[int, int] | None:
