@@ -166,10 +166,16 @@ def _to_toml(data: dict[str, Any], prefix: str = "") -> str:
 def smollm2_config(model_path: Path, *, profile: str = MODEL, **server: Any) -> dict[str, Any]:
     """A daemon config serving ``profile`` from ``model_path`` (llama.cpp by default)."""
     preload = server.pop("preload", True)
+    model: dict[str, Any] = {"path": str(model_path)}
+    if profile == MODEL:
+        # The suite runs the daemon beside pytest, a language server and, on a shared
+        # machine, other work: llama.cpp's spinning threads stall each other when the
+        # cores are busy (docs/troubleshooting.md), and one thread does not.
+        model["threads"] = 1
     return {
         "daemon": {"model": profile, "preload": preload},
         "server": {"shutdown_timeout_s": 20.0, **server},
-        "models": {profile: {"path": str(model_path)}},
+        "models": {profile: model},
     }
 
 

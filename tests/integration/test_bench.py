@@ -75,6 +75,7 @@ def test_qwend_bench_measures_the_running_daemon(
     assert hf["decode_tokens_per_s"] > 0 and hf["ttft_s"]["64"] > 0
     for side in (llama, hf):
         keystroke = side["keystroke"]
+        assert keystroke["cached_tokens"] == 200  # --lsp-context
         assert keystroke["prompt_tokens"] == keystroke["cached_tokens"] + 2
         assert keystroke["full_s"] > 0 and keystroke["prefix_reuse_s"] > 0
     assert compare["ratios"]["daemon_decode_over_transformers"] > 0

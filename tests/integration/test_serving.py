@@ -305,7 +305,7 @@ def test_a_keystroke_evaluates_only_the_new_tokens(shared_daemon: Daemon) -> Non
     assert prompt_tokens > 300
     as_json = shared_daemon.cli("status", "--json")
     model = json.loads(as_json.stdout)["model"]
-    assert model["backend"] == "llama.cpp" and model["threads"] >= 1
+    assert (model["backend"], model["threads"], model["threads_prompt"]) == ("llama.cpp", 1, 1)
     last = model["prefix_cache"]["last_request"]
     assert last["prompt_tokens"] == prompt_tokens
     assert last["evaluated_tokens"] <= 2  # "a" (and at most the token it merged with)

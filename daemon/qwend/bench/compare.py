@@ -51,7 +51,6 @@ CARD_BANDWIDTH_TBPS: Final = (
     ("RTX 3090", 0.936),
 )
 KEYSTROKE_TOKENS: Final = 2  # what one typed character adds to a prompt, at most
-KEYSTROKE_CONTEXT: Final = 2048  # the prompt a keystroke extends (qwend bench --lsp-context)
 KV_BYTES_PER_VALUE: Final = 2  # fp16 cache, what both backends use by default
 SAFETENSORS_HEADER_BYTES: Final = 8  # little-endian u64 length of the JSON header
 RAW_CACHE_POOL_ROUND: Final = 256  # exllamav2's page size: the cache length is a multiple
@@ -162,9 +161,11 @@ def transformers_generate(
     decode_tokens: int,
     runs: int,
     threads: int | None,
+    keystroke_context: int = 0,
 ) -> dict[str, Any]:
     """Decode tokens/s (after a ``prompt_tokens`` prompt) and time to first token per
-    prompt size of ``generate`` on the same shapes, greedy, no early stop."""
+    prompt size of ``generate`` on the same shapes, greedy, no early stop; on the
+    CPU also a keystroke on a ``keystroke_context``-token prompt (0 skips it)."""
     memory_before = resident_bytes()
     load_started = time.perf_counter()
     torch: Any = importlib.import_module("torch")
@@ -213,7 +214,9 @@ def transformers_generate(
         full = run(prompt_tokens, decode_tokens)
         decode.append((decode_tokens - 1) / (full - one) if full > one else 0.0)
     ttft = {str(size): statistics.median(run(size, 1) for _ in range(runs)) for size in sizes}
-    keystroke = None if gpu else _transformers_keystroke(torch, model, vocab, runs, generator)
+    keystroke = None
+    if keystroke_context and not gpu:
+        keystroke = _transformers_keystroke(torch, model, vocab, keystroke_context, runs, generator)
     memory = _delta(memory_before, resident_bytes())
     model = None  # free the weights before the next step loads its own
     if gpu:
@@ -245,13 +248,12 @@ def _cpu_model(transformers: Any, torch: Any, model_dir: Path) -> Any:
 
 
 def _transformers_keystroke(
-    torch: Any, model: Any, vocab: int, runs: int, generator: Any
+    torch: Any, model: Any, vocab: int, size: int, runs: int, generator: Any
 ) -> dict[str, Any]:
-    """Time to the first token of a prompt that extends a cached one by a keystroke:
+    """Time to the first token of a ``size``-token prompt extended by a keystroke:
     the whole prompt evaluated, and only the new tokens after the cached prefix."""
     import copy
 
-    size = min(KEYSTROKE_CONTEXT, int(getattr(model.config, "max_position_embeddings", 2048)) // 2)
     cold: list[float] = []
     warm: list[float] = []
     with torch.inference_mode():
@@ -289,6 +291,7 @@ def raw_llamacpp(
     runs: int,
     threads: tuple[int, int] | None,
     context_length: int,
+    keystroke_context: int = 0,
 ) -> dict[str, Any]:
     """llama-cpp-python's own ``Llama.generate`` on the same GGUF, without the daemon,
     with the daemon's (decode, prompt) ``threads`` (else the backend's defaults).
@@ -344,15 +347,18 @@ def raw_llamacpp(
             for _ in range(runs)
         ]
         ttft[str(size)] = statistics.median(times)
-    size = min(KEYSTROKE_CONTEXT, context_length // 2)
-    cold: list[float] = []
-    warm: list[float] = []
-    for _ in range(runs):
-        ids = [rng.randrange(vocab) for _ in range(size + KEYSTROKE_TOKENS)]
-        cold.append(first_token(ids, reuse=False))
-        llm.reset()
-        first_token(ids[:size], reuse=True)  # the previous keystroke's prompt
-        warm.append(first_token(ids, reuse=True))
+    keystroke = None
+    if keystroke_context:
+        size = keystroke_context
+        cold: list[float] = []
+        warm: list[float] = []
+        for _ in range(runs):
+            ids = [rng.randrange(vocab) for _ in range(size + KEYSTROKE_TOKENS)]
+            cold.append(first_token(ids, reuse=False))
+            llm.reset()
+            first_token(ids[:size], reuse=True)  # the previous keystroke's prompt
+            warm.append(first_token(ids, reuse=True))
+        keystroke = _keystroke_result(size, cold, warm)
     memory = _delta(memory_before, resident_bytes())
     llm.close()
     return {
@@ -363,7 +369,7 @@ def raw_llamacpp(
         "decode_tokens_per_s": statistics.median(decode),
         "decode_runs": decode,
         "ttft_s": ttft,
-        "keystroke": _keystroke_result(size, cold, warm),
+        "keystroke": keystroke,
     }
 
 

@@ -293,6 +293,8 @@ def _compare(
         ),
     }
     sizes = [e["prompt_tokens"] for e in result["ttft"] if "skipped" not in e]
+    # The keystroke extends a prompt the size of the qwend lsp step's document.
+    keystroke = options.lsp_context if options.lsp_keystrokes else 0
     if options.compare:
         if model_dir is None:
             raise BenchFailed("--compare needs the model folder", hint="pass --model-dir DIR")
@@ -311,6 +313,7 @@ def _compare(
                 runs=options.runs,
                 threads=_llama_threads(status.get("model", {})),
                 context_length=int(result["model"]["context_length"]),
+                keystroke_context=keystroke,
             ),
         )
         out["transformers"] = step(
@@ -322,6 +325,7 @@ def _compare(
                 decode_tokens=options.decode_tokens,
                 runs=options.runs,
                 threads=_torch_threads(status.get("model", {})),
+                keystroke_context=keystroke,
             ),
         )
     out["ratios"] = _ratios(result, out)
