@@ -189,3 +189,17 @@ def test_the_gguf_path_may_name_the_file(gguf_dir: Path) -> None:
         assert direct.tokenize("def") == [1604]
     finally:
         direct.unload()
+
+
+def test_the_factory_builds_it_for_a_llama_cpp_profile(xdg: Path) -> None:
+    from qwend.config import load_config
+    from qwend.engine.backends import create_backend
+
+    config = load_config(model_override="smollm2-135m")
+    backend = create_backend(config)
+    assert isinstance(backend, LlamaCppBackend) and backend.name == "llama.cpp"
+    assert backend.location == config.model_dir() and backend.context_length == 8192
+    backend.check()  # llama-cpp-python is installed with the CPU extras
+    with pytest.raises(ModelMissing) as missing:
+        backend.load()
+    assert missing.value.hint == "run: qwend pull smollm2-135m"
