@@ -26,6 +26,6 @@ export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 qwend doctor --build --model "${QWEND_MODEL:-qwen2.5-7b-instruct}" || true
 
 if [ "${1:-}" = "--test" ]; then
-  qwend pull smollm2-135m
+  qwend pull smollm2-135m-hf   # the GPU tests compare against the transformers reference
   python -m pytest tests/gpu -m gpu -rs -v
 fi

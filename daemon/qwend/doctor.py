@@ -55,8 +55,20 @@ def run_checks(config: Config) -> list[Check]:
     checks.append(_exllamav2_check(needed))
     checks.append(_extension_check(gpu))
     checks.append(_flash_attn_check())
+    if config.profile.backend == "llama.cpp":
+        checks.append(_llama_cpp_check())
     checks.append(_model_check(config))
     return checks
+
+
+def _llama_cpp_check() -> Check:
+    """The CPU backend for GGUF models (only asked about for a llama.cpp profile)."""
+    from qwend.backends.llamacpp import INSTALL_HINT, llama_cpp_version
+
+    version = llama_cpp_version()
+    if version is None:
+        return Check("llama.cpp", "fail", "llama-cpp-python is not installed", INSTALL_HINT)
+    return Check("llama.cpp", "ok", f"llama-cpp-python {version}")
 
 
 def _torch_check(needed: Status) -> Check:

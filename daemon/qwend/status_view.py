@@ -35,6 +35,7 @@ def format_status(status: dict[str, Any]) -> str:
         ("context", f"{model.get('context_length')} tokens"),
         ("memory", _megabytes(_section(status, "memory").get("rss_bytes"))),
         *_gpu_rows(model),
+        *_prefix_rows(model),
         *_engine_rows(model),
         ("uptime", _duration(status.get("uptime_s", 0))),
         (
@@ -129,6 +130,24 @@ def _gpu_rows(model: dict[str, Any]) -> list[tuple[str, str]]:
             f"paged attention {model.get('paged_attention')}",
         ),
     ]
+
+
+def _prefix_rows(model: dict[str, Any]) -> list[tuple[str, str]]:
+    """How much of the prompts the KV cache served (backends that reuse a prefix)."""
+    cache = model.get("prefix_cache")
+    if not cache:
+        return []
+    text = (
+        f"{cache.get('cached_tokens', 0)} of {cache.get('prompt_tokens', 0)} prompt tokens "
+        "came from the KV cache"
+    )
+    last = cache.get("last_request")
+    if last:
+        text += (
+            f"; last request evaluated {last['evaluated_tokens']} of "
+            f"{last['prompt_tokens']} ({last['cached_tokens']} cached)"
+        )
+    return [("prefix", text)]
 
 
 def _last_reload(config: dict[str, Any]) -> str:

@@ -91,7 +91,7 @@ def smollm2_fp16(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from safetensors.torch import load_file, save_file
 
     if not (SMOLLM2_DIR / "model.safetensors").is_file():
-        pytest.skip(f"run `qwend pull smollm2-135m` first (looked in {SMOLLM2_DIR})")
+        pytest.skip(f"run `qwend pull smollm2-135m-hf` first (looked in {SMOLLM2_DIR})")
     folder = tmp_path_factory.mktemp("smollm2-fp16")
     weights = load_file(str(SMOLLM2_DIR / "model.safetensors"))
     save_file(

@@ -2,8 +2,10 @@
 
 Each daemon gets its own short socket directory, XDG directories and config
 file, and the network guard in netguard/ (every non-Unix connect fails and is
-logged). The SmolLM2 weights come from `qwend pull smollm2-135m`, which the
-README's test command runs first; QWEND_TEST_MODEL_DIR points elsewhere.
+logged). The daemons serve `smollm2-135m`, SmolLM2's GGUF through llama.cpp;
+tests that need the reference (transformers on the converted weights) use
+`smollm2-135m-hf`. Both come from `qwend pull`, which the README's test command
+runs first; QWEND_TEST_MODEL_DIR and QWEND_TEST_HF_MODEL_DIR point elsewhere.
 """
 
 from __future__ import annotations
@@ -30,21 +32,42 @@ NETGUARD_DIR = Path(__file__).parent / "netguard"
 START_TIMEOUT_S = 120.0  # torch import plus model load on a slow 2-core CI machine
 
 
-def _default_model_dir() -> Path:
-    return Path(os.environ.get("QWEND_TEST_MODEL_DIR") or paths.models_dir() / "smollm2-135m")
+MODEL = "smollm2-135m"  # the llama.cpp profile every daemon test serves
+HF_MODEL = "smollm2-135m-hf"  # the transformers reference on the same weights
 
 
-MODEL_DIR = _default_model_dir()  # read before any test changes the environment
+def _default_model_dir(variable: str, profile: str) -> Path:
+    return Path(os.environ.get(variable) or paths.models_dir() / profile)
+
+
+# Read before any test changes the environment.
+MODEL_DIR = _default_model_dir("QWEND_TEST_MODEL_DIR", MODEL)
+HF_MODEL_DIR = _default_model_dir("QWEND_TEST_HF_MODEL_DIR", HF_MODEL)
+
+
+def require_models(folder: Path, profile: str, variable: str) -> Path:
+    """``folder`` if it holds ``profile``'s weights, else fail saying how to get them."""
+    from qwend.backends.folder import missing_files
+
+    backend = "llama.cpp" if profile == MODEL else "transformers"
+    if missing_files(folder, backend):
+        pytest.fail(
+            f"the SmolLM2 test model is not in {folder}: run `qwend pull {profile}` "
+            f"(the README's test command does) or set {variable}"
+        )
+    return folder
 
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
-    if not (MODEL_DIR / "model.safetensors").is_file():
-        pytest.fail(
-            f"the SmolLM2 test model is not in {MODEL_DIR}: run `qwend pull smollm2-135m` "
-            "(the README's test command does) or set QWEND_TEST_MODEL_DIR"
-        )
-    return MODEL_DIR
+    """The GGUF folder of `smollm2-135m` (llama.cpp)."""
+    return require_models(MODEL_DIR, MODEL, "QWEND_TEST_MODEL_DIR")
+
+
+@pytest.fixture(scope="session")
+def hf_model_dir() -> Path:
+    """The converted safetensors folder of `smollm2-135m-hf` (transformers)."""
+    return require_models(HF_MODEL_DIR, HF_MODEL, "QWEND_TEST_HF_MODEL_DIR")
 
 
 class Daemon:
@@ -148,12 +171,19 @@ def _to_toml(data: dict[str, Any], prefix: str = "") -> str:
     return text
 
 
-def smollm2_config(model_path: Path, **server: Any) -> dict[str, Any]:
+def smollm2_config(model_path: Path, *, profile: str = MODEL, **server: Any) -> dict[str, Any]:
+    """A daemon config serving ``profile`` from ``model_path`` (llama.cpp by default)."""
     preload = server.pop("preload", True)
+    model: dict[str, Any] = {"path": str(model_path)}
+    if profile == MODEL:
+        # The suite runs the daemon beside pytest, a language server and, on a shared
+        # machine, other work: llama.cpp's spinning threads stall each other when the
+        # cores are busy (docs/troubleshooting.md), and one thread does not.
+        model["threads"] = 1
     return {
-        "daemon": {"model": "smollm2-135m", "preload": preload},
+        "daemon": {"model": profile, "preload": preload},
         "server": {"shutdown_timeout_s": 20.0, **server},
-        "models": {"smollm2-135m": {"path": str(model_path)}},
+        "models": {profile: model},
     }
 
 

@@ -67,7 +67,18 @@ def test_qwend_bench_measures_the_running_daemon(
     compare = data["compare"]
     assert compare["bandwidth_bound"]["reason"] == "unknown device"  # a CPU is not in the table
     assert "needs CUDA" in compare["raw_exllamav2"]["skipped"]
+    # The same GGUF file through llama-cpp-python, and dequantized through transformers.
+    llama = compare["raw_llamacpp"]
+    assert llama["decode_tokens_per_s"] > 0 and llama["ttft_s"]["64"] > 0
+    assert ".gguf" in llama["setup"] and llama["load_s"] > 0
     hf = compare["transformers"]
     assert hf["decode_tokens_per_s"] > 0 and hf["ttft_s"]["64"] > 0
+    for side in (llama, hf):
+        keystroke = side["keystroke"]
+        assert keystroke["cached_tokens"] == 200  # --lsp-context
+        assert keystroke["prompt_tokens"] == keystroke["cached_tokens"] + 2
+        assert keystroke["full_s"] > 0 and keystroke["prefix_reuse_s"] > 0
     assert compare["ratios"]["daemon_decode_over_transformers"] > 0
+    assert compare["ratios"]["daemon_decode_of_raw_llamacpp"] > 0
+    assert "raw llama.cpp decode tokens/s" in result.stdout
     assert not daemon.netguard_log.exists() or not daemon.netguard_log.read_text().strip()

@@ -126,8 +126,7 @@ def test_lazy_model_is_unloaded_until_first_request(make_daemon: Any, model_dir:
 def test_model_that_fails_to_load_is_reported(make_daemon: Any, sandbox: Path) -> None:
     broken = sandbox / "broken-model"
     broken.mkdir()
-    for name in ("config.json", "model.safetensors", "tokenizer.json"):
-        (broken / name).write_text("{ not a model")
+    (broken / "smollm2.gguf").write_text("{ not a model")
     daemon: Daemon = make_daemon(smollm2_config(broken))
     daemon.start()
     assert daemon.wait_for("failed") == "failed"

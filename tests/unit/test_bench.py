@@ -171,6 +171,14 @@ def test_raw_exllamav2_is_skipped_without_cuda(tiny_exl2: Path) -> None:
     assert "needs CUDA" in result["skipped"]
 
 
+def test_raw_llamacpp_is_skipped_without_a_gguf(tiny_exl2: Path) -> None:
+    result = compare.raw_llamacpp(
+        tiny_exl2, sizes=[64], decode_tokens=4, runs=1, threads=(1, 1), context_length=512
+    )
+    assert set(result) == {"skipped"}
+    assert "no GGUF file" in result["skipped"]
+
+
 # -- the keystroke document -------------------------------------------------------------------
 
 
@@ -233,6 +241,19 @@ def _result(**overrides: Any) -> dict[str, Any]:
                 "reason": "unknown device",
             },
             "raw_exllamav2": {"skipped": "needs CUDA"},
+            "raw_llamacpp": {
+                "decode_tokens_per_s": 20.0,
+                "setup": "llama-cpp-python 0.3.36, m.gguf, 1 decode / 2 prompt threads",
+                "ttft_s": {"512": 0.5},
+                "keystroke": {
+                    "prompt_tokens": 2050,
+                    "cached_tokens": 2048,
+                    "full_s": 3.25,
+                    "prefix_reuse_s": 0.0625,
+                },
+                "load_s": 0.75,
+                "rss_growth_bytes": 2**29,
+            },
             "transformers": {"decode_tokens_per_s": 8.0, "setup": "fp32", "ttft_s": {"512": 2.2}},
         },
     }
@@ -246,6 +267,8 @@ def test_ratios_compare_the_daemon_with_each_side() -> None:
     assert ratios["daemon_decode_over_transformers"] == 2.0
     assert ratios["transformers_ttft_over_daemon_512"] == pytest.approx(2.0)
     assert "daemon_decode_of_raw_exllamav2" not in ratios  # skipped, so no ratio
+    assert ratios["daemon_decode_of_raw_llamacpp"] == 0.8
+    assert ratios["raw_llamacpp_decode_over_transformers"] == 2.5
     assert "daemon_decode_of_bandwidth_bound" not in ratios
 
 
@@ -269,6 +292,13 @@ def test_table_shows_every_figure_and_every_skip_reason() -> None:
     assert "unknown device" in table
     assert "needs CUDA" in table
     assert "ratio: daemon decode over transformers" in table and "2.00" in table
+    assert "raw llama.cpp decode tokens/s" in table and "20.0" in table
+    assert "raw llama.cpp keystroke, whole prompt (s)" in table and "3.250" in table
+    assert "raw llama.cpp keystroke, prefix reuse (s)" in table and "0.062" in table
+    assert "2,050-token prompt, 2,048 of them cached" in table
+    assert "raw llama.cpp load time (s)" in table and "0.75" in table
+    assert "raw llama.cpp resident memory added" in table and "0.50 GiB" in table
+    assert "ratio: daemon decode of raw llamacpp" in table and "0.80" in table
 
 
 def test_json_round_trips(tmp_path: Path) -> None:
@@ -282,8 +312,8 @@ def test_steps_count_matches_the_options() -> None:
         socket_path=Path("/x"), sizes=[512, 2048], runs=2, concurrency=[4], compare=True
     )
     # warm-up, 2 sizes x 2 runs x (cold + hit), 2 decode, 1 level x 2 runs, lsp,
-    # 2 status, bound + raw + transformers
-    assert options.steps() == 1 + 8 + 2 + 2 + 1 + 2 + 3
+    # 2 status, bound + raw exllamav2 + raw llama.cpp + transformers
+    assert options.steps() == 1 + 8 + 2 + 2 + 1 + 2 + 4
 
 
 # -- the command line --------------------------------------------------------------------------

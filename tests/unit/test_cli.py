@@ -55,6 +55,26 @@ def with_model(**model: Any) -> dict[str, Any]:
     return {**SAMPLE_STATUS, "model": {**SAMPLE_STATUS["model"], **model}}
 
 
+def test_format_status_shows_the_prefix_cache() -> None:
+    status = with_model(
+        backend="llama.cpp",
+        prefix_cache={
+            "cached_tokens": 900,
+            "prompt_tokens": 1000,
+            "evaluated_tokens": 100,
+            "last_request": {"prompt_tokens": 500, "cached_tokens": 498, "evaluated_tokens": 2},
+        },
+    )
+    lines = cli.format_status(status).splitlines()
+    assert "  model    smollm2-135m (llama.cpp, cpu)" in lines
+    assert (
+        "  prefix   900 of 1000 prompt tokens came from the KV cache; "
+        "last request evaluated 2 of 500 (498 cached)"
+    ) in lines
+    plain = cli.format_status(SAMPLE_STATUS).splitlines()
+    assert not any(line.startswith("  prefix") for line in plain)
+
+
 def test_format_status_ready() -> None:
     assert cli.format_status(SAMPLE_STATUS).splitlines() == [
         "qwend 0.1.0: ready",

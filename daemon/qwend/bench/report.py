@@ -98,7 +98,12 @@ def _compare_rows(compare: dict[str, Any]) -> list[tuple[str, str, str]]:
             rows.append(
                 ("memory-bandwidth bound, tokens/s", _num(bound["bound_tokens_per_s"], 0), detail)
             )
-    for key, label in (("raw_exllamav2", "raw exllamav2"), ("transformers", "transformers")):
+    sides = (
+        ("raw_exllamav2", "raw exllamav2"),
+        ("raw_llamacpp", "raw llama.cpp"),
+        ("transformers", "transformers"),
+    )
+    for key, label in sides:
         side = compare.get(key)
         if side is None:
             continue
@@ -112,8 +117,29 @@ def _compare_rows(compare: dict[str, Any]) -> list[tuple[str, str, str]]:
             rows.append(
                 (f"{label} time to first token, {int(size):,} tokens (s)", _num(seconds), "")
             )
+        rows += _cpu_side_rows(label, side)
     for name, value in (compare.get("ratios") or {}).items():
         rows.append((f"ratio: {name.replace('_', ' ')}", _num(value, 2), ""))
+    return rows
+
+
+def _cpu_side_rows(label: str, side: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Keystroke (with and without prefix reuse), load time and memory, where taken."""
+    rows: list[tuple[str, str, str]] = []
+    keystroke = side.get("keystroke")
+    if keystroke:
+        detail = (
+            f"{keystroke['prompt_tokens']:,}-token prompt, "
+            f"{keystroke['cached_tokens']:,} of them cached"
+        )
+        rows.append((f"{label} keystroke, whole prompt (s)", _num(keystroke["full_s"]), detail))
+        rows.append(
+            (f"{label} keystroke, prefix reuse (s)", _num(keystroke["prefix_reuse_s"]), detail)
+        )
+    if side.get("load_s") is not None:
+        rows.append((f"{label} load time (s)", _num(side["load_s"], 2), ""))
+    if side.get("rss_growth_bytes") is not None:
+        rows.append((f"{label} resident memory added", _gib(side["rss_growth_bytes"]), ""))
     return rows
 
 

@@ -6,8 +6,9 @@
 3. single-stream decode tokens/s; 4. aggregate tokens/s per concurrency;
 5. keystroke-to-completion latency through ``qwend lsp``;
 6. ``qwend status`` wall time; 7. memory from ``/v1/status``;
-8. with ``--compare``: raw exllamav2, transformers ``generate``, and always
-   the memory-bandwidth bound, plus the ratios between them.
+8. with ``--compare``: raw exllamav2, raw llama.cpp, transformers
+   ``generate``, and always the memory-bandwidth bound, plus the ratios
+   between them.
 
 A size or step the model cannot run (context too small) is recorded as
 skipped with the reason; any error answer stops the run (BenchFailed).
@@ -45,7 +46,13 @@ from qwend.bench.stats import percentile, ratio, summarize
 from qwend.states import SERVING_STATES
 
 WARMUP_TOKENS: Final = 8
-VERSIONED_PACKAGES: Final = ("torch", "transformers", "exllamav2", "tokenizers")
+VERSIONED_PACKAGES: Final = (
+    "torch",
+    "transformers",
+    "exllamav2",
+    "tokenizers",
+    "llama_cpp_python",
+)
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ class BenchOptions:
             + len(self.concurrency) * self.runs
             + (1 if self.lsp_keystrokes else 0)
             + self.runs
-            + (3 if self.compare else 1)
+            + (4 if self.compare else 1)
         )
 
 
@@ -287,6 +294,8 @@ def _compare(
         ),
     }
     sizes = [e["prompt_tokens"] for e in result["ttft"] if "skipped" not in e]
+    # The keystroke extends a prompt the size of the qwend lsp step's document.
+    keystroke = options.lsp_context if options.lsp_keystrokes else 0
     if options.compare:
         if model_dir is None:
             raise BenchFailed("--compare needs the model folder", hint="pass --model-dir DIR")
@@ -294,6 +303,18 @@ def _compare(
             "raw exllamav2",
             lambda: compare.raw_exllamav2(
                 model_dir, sizes=sizes, decode_tokens=options.decode_tokens, runs=options.runs
+            ),
+        )
+        out["raw_llamacpp"] = step(
+            "raw llama.cpp",
+            lambda: compare.raw_llamacpp(
+                model_dir,
+                sizes=sizes,
+                decode_tokens=options.decode_tokens,
+                runs=options.runs,
+                threads=_llama_threads(status.get("model", {})),
+                context_length=int(result["model"]["context_length"]),
+                keystroke_context=keystroke,
             ),
         )
         out["transformers"] = step(
@@ -304,11 +325,24 @@ def _compare(
                 sizes=sizes,
                 decode_tokens=options.decode_tokens,
                 runs=options.runs,
-                threads=status.get("model", {}).get("threads"),
+                threads=_torch_threads(status.get("model", {})),
+                keystroke_context=keystroke,
             ),
         )
     out["ratios"] = _ratios(result, out)
     return out
+
+
+def _torch_threads(model: dict[str, Any]) -> int | None:
+    """The daemon's torch threads when it runs transformers; else torch's default."""
+    return model.get("threads") if model.get("backend") == "transformers" else None
+
+
+def _llama_threads(model: dict[str, Any]) -> tuple[int, int] | None:
+    """The daemon's llama.cpp (decode, prompt) threads, for the raw run to match."""
+    if model.get("backend") != "llama.cpp" or not model.get("threads"):
+        return None
+    return int(model["threads"]), int(model.get("threads_prompt") or model["threads"])
 
 
 def _ratios(result: dict[str, Any], compare_out: dict[str, Any]) -> dict[str, float | None]:
@@ -317,9 +351,17 @@ def _ratios(result: dict[str, Any], compare_out: dict[str, Any]) -> dict[str, fl
     bound = compare_out["bandwidth_bound"].get("bound_tokens_per_s")
     if bound:
         ratios["daemon_decode_of_bandwidth_bound"] = ratio(daemon, bound)
-    raw = compare_out.get("raw_exllamav2") or {}
-    if "decode_tokens_per_s" in raw:
-        ratios["daemon_decode_of_raw_exllamav2"] = ratio(daemon, raw["decode_tokens_per_s"])
+    for key in ("raw_exllamav2", "raw_llamacpp"):
+        raw = compare_out.get(key) or {}
+        if "decode_tokens_per_s" in raw:
+            ratios[f"daemon_decode_of_{key}"] = ratio(daemon, raw["decode_tokens_per_s"])
+    llama = compare_out.get("raw_llamacpp") or {}
+    if "decode_tokens_per_s" in llama and "decode_tokens_per_s" in (
+        compare_out.get("transformers") or {}
+    ):
+        ratios["raw_llamacpp_decode_over_transformers"] = ratio(
+            llama["decode_tokens_per_s"], compare_out["transformers"]["decode_tokens_per_s"]
+        )
     hf = compare_out.get("transformers") or {}
     if "decode_tokens_per_s" in hf:
         ratios["daemon_decode_over_transformers"] = ratio(daemon, hf["decode_tokens_per_s"])

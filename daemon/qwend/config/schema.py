@@ -22,9 +22,14 @@ from qwend.backends.remote import limits as remote_limits
 from qwend.errors import ConfigError
 from qwend.tasks.registry import TASK_NAMES, TASKS
 
-BackendName = Literal["transformers", "exllamav2", "remote"]
+BackendName = Literal["transformers", "exllamav2", "llama.cpp", "remote"]
 FamilyName = Literal["qwen2.5", "smollm2"]
-BACKEND_DEVICES: dict[str, str] = {"transformers": "cpu", "exllamav2": "cuda", "remote": "remote"}
+BACKEND_DEVICES: dict[str, str] = {
+    "transformers": "cpu",
+    "exllamav2": "cuda",
+    "llama.cpp": "cpu",
+    "remote": "remote",
+}
 
 
 class _Strict(BaseModel):
@@ -288,13 +293,11 @@ def _check_profile(name: str, profile: ModelProfile, source: Path) -> None:
         for key in GPU_ONLY_KEYS:
             if key in profile.model_fields_set:
                 raise fail(key, f"only the exllamav2 backend uses it, not {profile.backend}")
-    if profile.backend == "transformers":
-        return
-    problem = (
-        profile_problem(profile)
-        if profile.backend == "exllamav2"
-        else remote_limits.profile_problem(profile)
-    )
+    problem = None
+    if profile.backend == "exllamav2":
+        problem = profile_problem(profile)
+    elif profile.backend == "remote":
+        problem = remote_limits.profile_problem(profile)
     if problem is not None:
         raise fail(*problem)
 

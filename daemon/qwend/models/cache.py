@@ -25,15 +25,15 @@ HF_PREFIX: Final = "hf:"
 
 
 def model_present(config: Config, name: str | None = None) -> bool:
-    """True when the profile's folder holds config.json, tokenizer.json and weights
-    (a remote profile: its local tokenizer, if it counts with one)."""
+    """True when the profile's folder holds what its backend loads (folder.missing_files;
+    a remote profile: its local tokenizer, if it counts with one)."""
     profile = config.settings.models[name or config.model_name]
     if profile.backend == "remote":
         from qwend.backends.remote.tokenizer import tokenizer_file
 
         path = tokenizer_file(profile.tokenizer, config.model_dir(name))
         return path is None or path.is_file()
-    return not missing_files(config.model_dir(name))
+    return not missing_files(config.model_dir(name), profile.backend)
 
 
 def require_model(config: Config) -> None:
@@ -51,11 +51,11 @@ def require_model(config: Config) -> None:
 
         require_tokenizer(config.profile.tokenizer, folder, config.model_name)
         return
-    missing = missing_files(folder)
+    missing = missing_files(folder, config.profile.backend)
     if not missing:
         return
     name = config.model_name
-    if folder.is_dir():
+    if folder.is_dir() or folder.is_file():
         what = f"model '{name}' is incomplete in {folder}: no {', '.join(missing)}"
     else:
         what = f"model '{name}' is not downloaded (looked in {folder})"

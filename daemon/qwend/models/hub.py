@@ -11,6 +11,11 @@ the files a model needs, shows its progress bars, retries a dropped connection
 with a Range request, and sends HF_TOKEN (or the ``hf auth login`` token) when
 there is one; huggingface_hub is imported only once a hub pull starts.
 
+GGUF repos (for the llama.cpp backend) keep every quant side by side on one
+branch, so ``hf:ORG/REPO[@REVISION]:QUANT`` names the quant, and pull fetches
+only that file (or the shards of that one split file): nothing else of the
+repo is needed, the tokenizer is inside the GGUF.
+
 A hub download fills a hidden staging folder beside the cache entry first, and
 the entry appears atomically, only once it is complete. The staging folder
 survives an interruption, so running the same pull again fetches only the
@@ -31,7 +36,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from qwend import __version__
-from qwend.backends.folder import WEIGHTS_GLOB, missing_from_listing
+from qwend.backends.folder import GGUF_SHARD_RE, GGUF_SUFFIX, WEIGHTS_GLOB, missing_from_listing
 from qwend.errors import (
     HubTokenInvalid,
     HubUnreachable,
@@ -71,7 +76,14 @@ HUB_TOKENS_URL: Final = f"{HUB_WEB_URL}/settings/tokens"
 HUB_BAD_TOKEN_MESSAGE: Final = "Invalid credentials in Authorization header"
 # Namespace and name: letters, digits, "-", "_" and "." (the hub's own rule, checked
 # again by huggingface_hub); the revision is a branch, tag or commit.
-HF_SOURCE_RE: Final = re.compile(r"(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>\S+))?")
+# ``:QUANT`` (a GGUF repo's quant, e.g. q4_k_m) follows; a git ref never holds ":".
+HF_SOURCE_RE: Final = re.compile(
+    r"(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[^\s:]+))?(?::(?P<quant>[\w.-]+))?"
+)
+GGUF_HINT: Final = (
+    "set the profile's source to hf:ORG/REPO:QUANT with one of those quants, "
+    "e.g. hf:Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF:q4_k_m"
+)
 STAGING_SUFFIX: Final = ".partial"  # hidden beside the cache entry: .<profile>.partial
 SOURCE_MARKER: Final = ".qwend-source"  # in the staging folder: which source it holds
 HUB_STATE_DIR: Final = ".cache"  # huggingface_hub's metadata and partial files in staging
@@ -85,21 +97,61 @@ class HubSource:
 
     repo_id: str
     revision: str
+    quant: str = ""  # a GGUF repo's quant: picks the file(s) to fetch
 
     def __str__(self) -> str:
-        return f"{self.repo_id}@{self.revision}"
+        quant = f":{self.quant}" if self.quant else ""
+        return f"{self.repo_id}@{self.revision}{quant}"
 
 
 def parse_hf_source(source: str) -> HubSource:
-    """``hf:ORG/REPO@REVISION`` (the revision defaults to main). Raises PullFailed."""
+    """``hf:ORG/REPO[@REVISION][:QUANT]`` (the revision defaults to main). Raises PullFailed."""
     match = HF_SOURCE_RE.fullmatch(source.removeprefix(HF_PREFIX))
     if match is None:
         raise PullFailed(
             f"'{source}' is not a hub source",
             hint="write it as hf:ORG/REPO@REVISION, e.g. "
-            "hf:DrNicefellow/Qwen2.5-7B-Instruct-4.0bpw-exl2@main (docs/config.md)",
+            "hf:DrNicefellow/Qwen2.5-7B-Instruct-4.0bpw-exl2@main, or for a GGUF repo "
+            "hf:ORG/REPO:QUANT, e.g. hf:Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF:q4_k_m "
+            "(docs/config.md)",
         )
-    return HubSource(match["repo"], match["revision"] or HF_DEFAULT_REVISION)
+    return HubSource(match["repo"], match["revision"] or HF_DEFAULT_REVISION, match["quant"] or "")
+
+
+def pick_gguf(files: list[str], quant: str) -> list[str]:
+    """The repo files of one GGUF model: the one whose name carries ``quant`` as a
+    whole part (``-q4_k_m.gguf``, ``-Q4_K_M-00001-of-00002.gguf``, ``Q4_K_M/``,
+    in any case), with all shards of it.
+
+    Without ``quant`` the repo must hold exactly one model. Raises PullFailed
+    naming the quants there are.
+    """
+    gguf = sorted(f for f in files if f.endswith(GGUF_SUFFIX))
+    models: dict[str, list[str]] = {}
+    for path in gguf:
+        shard = GGUF_SHARD_RE.fullmatch(path)
+        models.setdefault(shard["stem"] if shard else path.removesuffix(GGUF_SUFFIX), []).append(
+            path
+        )
+    if quant:
+        # A whole name part: quants hold "_" themselves (q4_k vs q4_k_m), so only
+        # "-", "." and "/" separate.
+        word = re.compile(rf"(?:^|[-./]){re.escape(quant)}(?:$|[-./])", re.IGNORECASE)
+        matching = [stem for stem in models if word.search(stem)]
+    else:
+        matching = list(models)
+    if len(matching) == 1:
+        return models[matching[0]]
+    names = ", ".join(Path(stem).name for stem in models) or "none"
+    if not models:
+        why = "holds no .gguf file"
+    elif not quant:
+        why = f"holds {len(models)} GGUF models; name one with :QUANT"
+    elif not matching:
+        why = f"has no GGUF file of quant '{quant}'"
+    else:
+        why = f"has {len(matching)} GGUF models matching '{quant}'; name it more exactly"
+    raise PullFailed(f"the repository {why} (it has: {names})", hint=GGUF_HINT)
 
 
 def hub_endpoint() -> str:
@@ -120,12 +172,25 @@ class _Plan:
 
 
 def pull_hub(
-    source: HubSource, name: str, target: Path, *, force: bool, tokenizer_only: bool = False
+    source: HubSource,
+    name: str,
+    target: Path,
+    *,
+    force: bool,
+    tokenizer_only: bool = False,
+    gguf: bool = False,
 ) -> None:
     """Download into the staging folder, check it, then move it into place whole.
 
-    ``tokenizer_only`` (a remote profile) fetches the tokenizer files alone.
+    ``tokenizer_only`` (a remote profile) fetches the tokenizer files alone;
+    ``gguf`` (a llama.cpp profile) fetches only the GGUF file the quant picks.
     """
+    if source.quant and not gguf:
+        raise PullFailed(
+            f"the source of model profile '{name}' names a quant (:{source.quant}), which "
+            "only picks a GGUF file for the llama.cpp backend",
+            hint=f'drop ":{source.quant}", or set models.{name}.backend = "llama.cpp"',
+        )
     patterns = TOKENIZER_PATTERNS if tokenizer_only else HF_ALLOW_PATTERNS
     staging = target.parent / f".{target.name}{STAGING_SUFFIX}"
     marker = staging / SOURCE_MARKER
@@ -134,11 +199,11 @@ def pull_hub(
         if force or not kept:
             # Files of another revision must not mix with this one's.
             shutil.rmtree(staging)
-    plan = _hub_call(source, name, staging, lambda: _plan(source, patterns))
+    plan = _hub_call(source, name, staging, lambda: _plan(source, patterns, gguf=gguf))
     if tokenizer_only:
         missing = [] if "tokenizer.json" in plan.files else ["tokenizer.json"]
     else:
-        missing = _missing_in_plan(plan)
+        missing = [] if gguf else _missing_in_plan(plan)
     if missing:
         raise PullFailed(
             f"{source} holds no {', '.join(missing)}, so it is not a model qwend can load",
@@ -152,7 +217,7 @@ def pull_hub(
         f"[1/2] downloading {len(plan.files)} files ({_size_text(sum(plan.files.values()))}) "
         f"of {source} from {hub_endpoint()}{resuming}"
     )
-    _hub_call(source, name, staging, lambda: _snapshot(source, plan.commit, staging, patterns))
+    _hub_call(source, name, staging, lambda: _snapshot(source, plan, staging, patterns, gguf=gguf))
     unfinished = [path for path, size in plan.files.items() if not _has_file(staging / path, size)]
     if unfinished:
         # huggingface_hub falls back to what is on disk when the hub stops answering.
@@ -166,7 +231,7 @@ def pull_hub(
     replace_entry(target, staging)
 
 
-def _plan(source: HubSource, patterns: tuple[str, ...] = HF_ALLOW_PATTERNS) -> _Plan:
+def _plan(source: HubSource, patterns: tuple[str, ...], *, gguf: bool) -> _Plan:
     """Resolve the revision to a commit and list the files to fetch.
 
     Asked before snapshot_download rather than left to it: snapshot_download
@@ -186,6 +251,9 @@ def _plan(source: HubSource, patterns: tuple[str, ...] = HF_ALLOW_PATTERNS) -> _
         for entry in api.list_repo_tree(source.repo_id, revision=commit, recursive=True)
         if isinstance(entry, RepoFile)
     ]
+    if gguf:
+        chosen = set(pick_gguf([entry.path for entry in listing], source.quant))
+        return _Plan(commit, {e.path: e.size for e in listing if e.path in chosen})
     # The same matching snapshot_download applies to allow_patterns.
     wanted = [e for e in listing if any(fnmatch(e.path, p) for p in patterns)]
     return _Plan(commit, {entry.path: entry.size for entry in wanted})
@@ -196,7 +264,7 @@ def _missing_in_plan(plan: _Plan) -> list[str]:
 
 
 def _snapshot(
-    source: HubSource, commit: str, staging: Path, patterns: tuple[str, ...] = HF_ALLOW_PATTERNS
+    source: HubSource, plan: _Plan, staging: Path, patterns: tuple[str, ...], *, gguf: bool
 ) -> None:
     """snapshot_download of one commit into ``staging``.
 
@@ -209,10 +277,11 @@ def _snapshot(
 
     snapshot_download(
         source.repo_id,
-        revision=commit,
+        revision=plan.commit,
         local_dir=staging,
         cache_dir=staging / HUB_STATE_DIR / "hub",
-        allow_patterns=list(patterns),
+        # A GGUF pull names its file(s) exactly; a folder pull, the kinds of files.
+        allow_patterns=sorted(plan.files) if gguf else list(patterns),
         endpoint=hub_endpoint(),
         library_name="qwend",
         library_version=__version__,

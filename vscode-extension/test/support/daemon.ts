@@ -3,7 +3,8 @@
  * suites do it (tests/integration/conftest.py): a short private directory
  * under /tmp with its own socket, config file and XDG directories, the
  * network guard from tests/integration/netguard on PYTHONPATH, and the
- * SmolLM2 model from `qwend pull smollm2-135m` (or QWEND_TEST_MODEL_DIR).
+ * SmolLM2 model from `qwend pull smollm2-135m`, its GGUF served by llama.cpp (or
+ * QWEND_TEST_MODEL_DIR).
  */
 
 import { type ChildProcess, spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
@@ -65,6 +66,8 @@ function configToml(model: string): string {
     'shutdown_timeout_s = 20.0',
     '[models."smollm2-135m"]',
     `path = ${JSON.stringify(model)}`,
+    // One llama.cpp thread: its spinning threads stall each other on busy cores.
+    'threads = 1',
   ];
   for (const task of GREEDY_TASKS) {
     lines.push(`[tasks.${task}]`, 'temperature = 0.0');
@@ -84,7 +87,9 @@ export class Daemon {
 
   constructor() {
     const model = modelDir();
-    if (!fs.existsSync(path.join(model, 'model.safetensors'))) {
+    const hasGguf =
+      fs.existsSync(model) && fs.readdirSync(model).some((name) => name.endsWith('.gguf'));
+    if (!hasGguf) {
       throw new Error(
         `the SmolLM2 test model is not in ${model}: run \`qwend pull smollm2-135m\` ` +
           '(scripts/test.sh does) or set QWEND_TEST_MODEL_DIR',
