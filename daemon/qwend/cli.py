@@ -184,10 +184,13 @@ def format_status(status: dict[str, Any]) -> str:
         ("uptime", _duration(status.get("uptime_s", 0))),
         (
             "queue",
-            f"{queue.get('interactive', 0)} interactive + {queue.get('background', 0)} "
-            f"background waiting (max {queue.get('capacity_per_lane', 0)} each), "
-            f"{queue.get('active', 0)} running of {queue.get('slots', 1)} slots",
+            f"{queue.get('completion', 0)} completion + {queue.get('interactive', 0)} "
+            f"interactive + {queue.get('background', 0)} background waiting "
+            f"(max {queue.get('capacity_per_lane', 0)} each), "
+            f"{queue.get('active', 0)} running of {queue.get('slots', 1)} slots, "
+            f"{queue.get('suspended', 0)} suspended",
         ),
+        ("lanes", _lanes(status)),
         ("tokens", f"{status.get('token_counting', '?')} counts for budgets"),
         ("requests", f"{perf.get('completed_jobs', 0)} completed"),
         (
@@ -223,6 +226,24 @@ def _gpu_rows(model: dict[str, Any]) -> list[tuple[str, str]]:
             f"paged attention {model.get('paged_attention')}",
         ),
     ]
+
+
+def _lanes(status: dict[str, Any]) -> str:
+    """Priority order, each lane's tasks, and what preemption has done so far."""
+    sched = status.get("scheduling") or {}
+    tasks = status.get("tasks") or {}
+    lanes = [
+        f"{lane} ({', '.join(n for n, t in tasks.items() if t == lane) or '-'})"
+        for lane in sched.get("lanes", [])
+    ]
+    if sched.get("preempt"):
+        mode = f"preemption on ({sched.get('suspend_mode')} on suspend)"
+    else:
+        mode = "preemption off"
+    return (
+        " > ".join(lanes) + f"\n           {mode}: {sched.get('preemptions', 0)} suspensions, "
+        f"{sched.get('suspended_total_s', 0):.1f}s suspended in all"
+    )
 
 
 def _last_reload(config: dict[str, Any]) -> str:

@@ -31,6 +31,7 @@ from tokenizers import Tokenizer
 from qwend import paths
 from qwend.backends.base import Backend, Sampling
 from qwend.engine.engine import Engine
+from qwend.engine.scheduling import Policy
 from qwend.metrics import Metrics
 
 # `python -m pytest` puts the checkout on sys.path; a bare `pytest` does not.
@@ -173,9 +174,20 @@ async def make_engine() -> AsyncIterator[EngineFactory]:
     made: list[tuple[Engine, bool]] = []
 
     def factory(
-        backend: Backend, *, queue_size: int = 4, preload: bool = True, start: bool = True
+        backend: Backend,
+        *,
+        queue_size: int = 4,
+        preload: bool = True,
+        start: bool = True,
+        policy: Policy | None = None,
     ) -> Engine:
-        engine = Engine(backend, model_name="fake-model", queue_size=queue_size, metrics=Metrics())
+        engine = Engine(
+            backend,
+            model_name="fake-model",
+            queue_size=queue_size,
+            metrics=Metrics(),
+            policy=policy,
+        )
         if start:
             engine.start(preload=preload)
         made.append((engine, start))
