@@ -187,8 +187,7 @@ def format_status(status: dict[str, Any]) -> str:
             f"{queue.get('completion', 0)} completion + {queue.get('interactive', 0)} "
             f"interactive + {queue.get('background', 0)} background waiting "
             f"(max {queue.get('capacity_per_lane', 0)} each), "
-            f"{queue.get('active', 0)} running of {queue.get('slots', 1)} slots, "
-            f"{queue.get('suspended', 0)} suspended",
+            f"{queue.get('active', 0)} running of {queue.get('slots', 1)} slots",
         ),
         ("lanes", _lanes(status)),
         ("tokens", f"{status.get('token_counting', '?')} counts for budgets"),
@@ -229,19 +228,19 @@ def _gpu_rows(model: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _lanes(status: dict[str, Any]) -> str:
-    """Priority order, each lane's tasks, and what preemption has done so far."""
+    """Priority order with each lane's tasks, then what preemption is doing."""
     sched = status.get("scheduling") or {}
     tasks = status.get("tasks") or {}
-    lanes = [
+    order = " > ".join(
         f"{lane} ({', '.join(n for n, t in tasks.items() if t == lane) or '-'})"
         for lane in sched.get("lanes", [])
-    ]
-    if sched.get("preempt"):
-        mode = f"preemption on ({sched.get('suspend_mode')} on suspend)"
-    else:
-        mode = "preemption off"
+    )
+    if not sched.get("preempt"):
+        return f"{order or '-'}; preemption off"
+    suspended = (status.get("queue") or {}).get("suspended", 0)
     return (
-        " > ".join(lanes) + f"\n           {mode}: {sched.get('preemptions', 0)} suspensions, "
+        f"{order}\n           preemption on ({sched.get('suspend_mode')} on suspend): "
+        f"{suspended} suspended now, {sched.get('preemptions', 0)} suspensions, "
         f"{sched.get('suspended_total_s', 0):.1f}s suspended in all"
     )
 
