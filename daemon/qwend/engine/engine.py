@@ -25,6 +25,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -47,6 +48,8 @@ from qwend.metrics import Metrics
 from qwend.states import SERVING_STATES, ModelState
 
 log = logging.getLogger(__name__)
+
+RESUME_STEPS_KEPT = 256  # recent resume costs behind status's median: minutes of typing
 
 
 @dataclass
@@ -100,6 +103,7 @@ class Engine:
         self.policy = policy or Policy()
         self.preemptions = 0  # suspensions since start
         self.suspended_total_s = 0.0  # time finished jobs spent suspended, all together
+        self._resume_steps: deque[float] = deque(maxlen=RESUME_STEPS_KEPT)
         self._held: _Call | None = None  # an exclusive call waiting for the jobs to end
         self._accepting = True
         self._tokenize_lock = threading.Lock()  # HF fast tokenizers are not re-entrant
@@ -486,6 +490,7 @@ class Engine:
         finish = stream.finish()
         for seconds in stream.resume_steps_s:
             self.metrics.resume_step_seconds.observe(seconds)
+            self._resume_steps.append(seconds)
         self._record(stream.job, finish)
         stream.job._post(finish)
 
@@ -593,8 +598,14 @@ class Engine:
             "starvation_run_s": self.policy.starvation_run_s,
             "preemptions": self.preemptions,
             "suspended_total_s": round(self.suspended_total_s, 3),
+            "resume_step_p50_s": _median(list(self._resume_steps)),
             "suspended": suspended,
         }
+
+
+def _median(values: list[float]) -> float | None:
+    """The middle value (upper of the two middles), rounded for status; None when empty."""
+    return round(sorted(values)[len(values) // 2], 4) if values else None
 
 
 def _suspended_since(stream: RunningStream) -> float:
