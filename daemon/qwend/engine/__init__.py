@@ -1,1 +1,1 @@
-"""Engine: the scheduler (one generation thread, lanes, jobs), decoding, stats and the service."""
+"""Engine: the scheduler (one generation thread, lanes, the scheduling policy, jobs), decoding, stats and the service."""
