@@ -1,1 +1,2 @@
-"""Engine: the scheduler (one generation thread, lanes, the scheduling policy, jobs), decoding, stats and the service."""
+"""Engine: the scheduler (one generation thread, lanes, scheduling policy, jobs), decoding,
+stats and the service."""
