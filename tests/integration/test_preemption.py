@@ -77,4 +77,4 @@ def test_a_preempted_background_task_ends_as_if_it_ran_alone(shared_daemon: Daem
     assert after["suspended_total_s"] > 0
     log = shared_daemon.log()
     assert "suspended after" in log and "(keep)" in log
-    assert "suspended 1 times" in log
+    assert "suspended 1x" in log

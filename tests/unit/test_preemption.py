@@ -195,7 +195,7 @@ async def test_a_cancelled_suspended_job_is_freed_before_the_next_step(
     assert sample(engine, "qwend_jobs_total", {"outcome": "cancelled"}) == 1
     assert sample(engine, "qwend_suspended_jobs") == 0
     line = next(r.getMessage() for r in caplog.records if f"job {background.id}:" in r.message)
-    assert "cancelled" in line and "suspended 1 times" in line
+    assert "cancelled" in line and "suspended 1x" in line
 
 
 async def test_close_cancels_and_reports_a_suspended_job(

@@ -337,7 +337,8 @@ class Engine:
             stream = waiting.item
         else:
             item = waiting.item
-            self._lanes.take(waiting.lane, item)
+            if not self._lanes.take(waiting.lane, item):  # gone meanwhile: decide again
+                return
             self.metrics.queue_depth.set(self._lanes.depth())
             if isinstance(item, _Call):
                 if item.exclusive and (self._streams or self._suspended):
@@ -514,7 +515,7 @@ class Engine:
         )
         log.info(
             "job %d: %s, %d prompt + %d generated tokens in %.2fs "
-            "(suspended %d times, %.2fs), %d waiting",
+            "(suspended %dx, %.2fs), %d waiting",
             job.id,
             finish.reason,
             finish.prompt_tokens,
