@@ -2,10 +2,12 @@
 
 What a user who asked for tests and keeps typing feels. In one run:
 
-1. the background ``tests`` task alone (greedy, ``background_tokens`` long),
-   its text kept as the reference;
+1. the background ``tests`` task alone (greedy, up to ``background_tokens``;
+   SmolLM2 uses all 400 on its nine synthetic functions), its text kept as
+   the reference;
 2. ``keystrokes`` short ``complete`` tasks on the idle daemon, one after the
-   other with a typing pause between them (``gap_s``, qwend lsp's debounce);
+   other with a typing pause between them (``gap_s``, qwend lsp's debounce),
+   each the editor's file so far (a small module plus one more typed character);
 3. the same background task again and, once its first text has arrived, the
    same keystrokes; only those that began and ended while it was still
    generating count as "under load";
@@ -19,15 +21,17 @@ work; the ratio of their medians is the figure issue 16 bounds at 1.5.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from qwend.bench.measure import BenchFailed, Probe
+from qwend.bench.prompts import LINES_PER_FUNCTION, code_lines
 from qwend.bench.stats import percentile, ratio
 
-BACKGROUND_CODE: Final = (
+KEYSTROKE_FILE: Final = (
     "def merge_intervals(intervals):\n"
     '    """Merge overlapping [start, end] intervals; the result is sorted."""\n'
     "    out = []\n"
@@ -38,6 +42,7 @@ BACKGROUND_CODE: Final = (
     "            out.append([start, end])\n"
     "    return out\n"
 )
+BACKGROUND_FUNCTIONS: Final = 9  # SmolLM2 writes 400+ tokens of tests for these, greedy
 # The line the user types, one character per keystroke, below the background task's code.
 TYPED_LINE: Final = "def interval_length(start, end):\n    return end - start\n"
 GAP_S: Final = 0.15  # the pause between keystroke requests: qwend lsp's default debounce
@@ -83,9 +88,16 @@ class _Background:
         }
 
 
+def background_code() -> str:
+    """The code the background task writes tests for: synthetic, deterministic
+    functions (prompts.code_lines), enough of them for a long answer."""
+    count = BACKGROUND_FUNCTIONS * LINES_PER_FUNCTION - 1  # without the last blank line
+    return "\n".join(itertools.islice(code_lines("under-load"), 1, 1 + count)) + "\n"
+
+
 def keystroke_prefixes(count: int) -> list[str]:
     """What the editor sends after each of ``count`` keystrokes: the file so far."""
-    base = BACKGROUND_CODE + "\n\n"
+    base = KEYSTROKE_FILE + "\n\n"
     return [base + TYPED_LINE[: 1 + i % len(TYPED_LINE)] for i in range(count)]
 
 
@@ -99,7 +111,7 @@ def keystrokes_under_load(
 ) -> dict[str, Any]:
     """The figures above, as one JSON-ready dict."""
     background_body = {
-        "code": BACKGROUND_CODE,
+        "code": background_code(),
         "language": "python",
         "max_tokens": background_tokens,
         "temperature": 0,

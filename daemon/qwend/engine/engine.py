@@ -145,7 +145,8 @@ class Engine:
 
     @property
     def busy(self) -> bool:
-        return bool(self._streams)
+        """A job is running or suspended (a suspended one still holds its output)."""
+        return bool(self._streams or self._suspended)
 
     def require_available(self) -> None:
         """Raise ModelNotLoaded or ShuttingDown if no job could be accepted now."""
