@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from tests.unit.conftest import QWEN_TOKENIZER_CACHE, TokenizerCounting
 
 from qwend import cli
-from qwend.bench import compare, lsp_probe, report, runner
+from qwend.bench import compare, lsp_probe, report, runner, under_load
 from qwend.bench import synthetic_exl2 as syn
 from qwend.bench.measure import StreamTiming, aggregate_tokens_per_s, decode_prompts
 from qwend.bench.prompts import PromptError, fit_prompt, prefix_twin
@@ -332,3 +332,14 @@ def test_bench_command_line_options() -> None:
         cli._int_list("512,abc")
     with pytest.raises(argparse.ArgumentTypeError):
         cli._int_list("0")
+
+
+def test_under_load_inputs_are_deterministic() -> None:
+    prefixes = under_load.keystroke_prefixes(3)
+    assert len(set(prefixes)) == 3  # each keystroke adds one character
+    assert all(p.startswith(under_load.KEYSTROKE_FILE) for p in prefixes)
+    assert prefixes[1] == prefixes[0] + under_load.TYPED_LINE[1]
+    code = under_load.background_code()
+    assert code == under_load.background_code()
+    assert code.count("\ndef ") + code.startswith("def ") == under_load.BACKGROUND_FUNCTIONS
+    assert code.endswith("    return total\n")
