@@ -243,3 +243,34 @@ async def test_a_model_call_runs_between_steps_of_a_lower_lane(
     assert await text_of(background) == SCRIPT
     assert backend.steps_log.index((-1, 0)) == 1  # after the first token, not the last
     assert engine.preemptions == 0  # a call needs no slot
+
+
+async def test_a_starved_job_runs_ahead_of_a_newer_completion(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    """The age rule end to end: the suspended job has waited past
+    starvation_after_s when the slot frees; a completion that arrived just now
+    waits behind it, and cannot suspend it during its protected run."""
+    policy = Policy(starvation_after_s=1.0, starvation_run_s=60.0)
+    gate = threading.Event()
+    paused = threading.Event()
+    go_on = threading.Event()
+
+    def on_step(run: int, step: int) -> None:
+        if run == 1 and step == 0:
+            paused.set()
+            assert go_on.wait(WAIT_S)
+
+    backend = make_backend(SCRIPT, step_gate=gate, suspend_mode="keep", on_step=on_step)
+    engine = await ready(make_engine(backend, policy=policy))
+    background, first = await background_then(engine, gate, backend, "completion", max_tokens=1)
+    await wait_event(paused)  # the first completion runs; the background is suspended
+    await asyncio.sleep(1.2)  # ... for longer than starvation_after_s
+    second = await engine.submit(request("R", 1), lane="completion")
+    go_on.set()
+    texts = [await text_of(job) for job in (background, first, second)]
+    assert texts == [SCRIPT, "a", "a"]
+    runs = [run for run, _ in backend.steps_log]
+    assert runs == [0, 1, *[0] * (len(SCRIPT) - 1), 2]  # protected: never suspended again
+    assert background.finish is not None and background.finish.suspensions == 1
+    assert sample(engine, "qwend_starvation_promotions_total") == 1
