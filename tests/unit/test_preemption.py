@@ -274,3 +274,18 @@ async def test_a_starved_job_runs_ahead_of_a_newer_completion(
     assert runs == [0, 1, *[0] * (len(SCRIPT) - 1), 2]  # protected: never suspended again
     assert background.finish is not None and background.finish.suspensions == 1
     assert sample(engine, "qwend_starvation_promotions_total") == 1
+
+
+async def test_a_job_suspended_after_its_last_token_is_not_reprefilled(
+    make_backend: MakeBackend, make_engine: MakeEngine
+) -> None:
+    gate = threading.Event()
+    backend = make_backend(SCRIPT, step_gate=gate, suspend_mode="reprefill", continues=True)
+    engine = await ready(make_engine(backend))
+    background = await engine.submit(request("P", 1), lane="background")
+    await wait_event(backend.started)
+    completion = await engine.submit(request("Q", 2), lane="completion")
+    gate.set()
+    assert (await text_of(background), await text_of(completion)) == ("a", "ab")
+    assert background.finish is not None and background.finish.suspensions == 1
+    assert len(backend.generate_calls) == 2  # no third run for zero remaining tokens

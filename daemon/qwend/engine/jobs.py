@@ -162,11 +162,12 @@ class RunningStream:
         self._resuming = True
         if self._steps is None:
             request = self.job.request
+            remaining = request.max_tokens - self.produced
+            if remaining <= 0:  # suspended after its last token: nothing to re-prefill for
+                self._steps = _no_steps()
+                return
             self._steps = self._backend.resume(
-                self._prompt_ids,
-                list(self._generated),
-                request.sampling,
-                request.max_tokens - self.produced,
+                self._prompt_ids, list(self._generated), request.sampling, remaining
             )
 
     def step(self) -> bool:
@@ -177,7 +178,7 @@ class RunningStream:
         if self.job.cancelled:
             self.reason = "cancelled"
             return True
-        assert self._steps is not None, "a suspended stream is resumed before it steps"
+        assert self._steps is not None, "only an admitted stream steps (resume() rebuilds it)"
         began = time.monotonic()
         try:
             token = next(self._steps)
@@ -235,3 +236,8 @@ class RunningStream:
             self.suspended_s,
             self.suspensions,
         )
+
+
+def _no_steps() -> Generator[int, None, None]:
+    """The steps of a generation that has already produced all its tokens."""
+    yield from ()
