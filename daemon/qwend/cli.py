@@ -312,6 +312,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         lsp_context=args.lsp_context,
         lsp_max_tokens=args.lsp_max_tokens,
         lsp_debounce_ms=args.lsp_debounce_ms,
+        load_keystrokes=args.load_keystrokes,
+        load_complete_tokens=args.load_complete_tokens,
+        load_background_tokens=args.load_background_tokens,
         compare=args.compare,
         model_dir=Path(args.model_dir).expanduser() if args.model_dir else None,
         progress=not args.no_progress,
@@ -351,6 +354,16 @@ def _bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     bench.add_argument("--lsp-context", type=int, default=2048, help="document size in tokens")
     bench.add_argument("--lsp-max-tokens", type=int, default=64, help="inline completion length")
     bench.add_argument("--lsp-debounce-ms", type=int, default=150, help="qwend lsp debounce")
+    bench.add_argument(
+        "--load-keystrokes",
+        type=int,
+        default=12,
+        help="complete tasks idle, then beside a background tests task (0 skips the step)",
+    )
+    bench.add_argument("--load-complete-tokens", type=int, default=12, help="tokens per keystroke")
+    bench.add_argument(
+        "--load-background-tokens", type=int, default=400, help="the background task's length"
+    )
     bench.add_argument(
         "--compare",
         action="store_true",

@@ -34,7 +34,7 @@ from qwend.config import Config
 from qwend.config.reload import Reloader
 from qwend.config.watch import ConfigWatcher
 from qwend.engine.engine import Engine
-from qwend.engine.service import InferenceService
+from qwend.engine.service import InferenceService, scheduling_policy
 from qwend.logsink import LogHealth
 from qwend.metrics import Metrics
 from qwend.models.cache import require_model
@@ -117,6 +117,7 @@ async def _serve(
         model_name=config.model_name,
         queue_size=settings.server.queue_size,
         metrics=metrics,
+        policy=scheduling_policy(config),
     )
     service = InferenceService(engine, config, socket_path)
     loop = asyncio.get_running_loop()

@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 from qwend.states import ALL_STATES
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# One token step: a few ms on a GPU, tens on a CPU; a re-prefill up to seconds.
+STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class Metrics:
@@ -45,6 +47,33 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge("qwend_queue_depth", "Jobs waiting for the model", registry=r)
+        # Preemption (engine/scheduling.py): a lower lane's job suspended for a higher one.
+        self.preemptions = Counter(
+            "qwend_preemptions",
+            "Running jobs suspended for a higher lane's job, by the suspended job's lane",
+            ["lane"],
+            registry=r,
+        )
+        self.suspended_jobs = Gauge(
+            "qwend_suspended_jobs", "Jobs suspended now, waiting for a slot", registry=r
+        )
+        self.suspended_seconds = Histogram(
+            "qwend_suspended_seconds",
+            "Time a finished job spent suspended, over all its suspensions (suspended jobs only)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.resume_step_seconds = Histogram(
+            "qwend_resume_step_seconds",
+            "The first token step after a resume: the resume's cost (a re-prefill or none)",
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.starvation_promotions = Counter(
+            "qwend_starvation_promotions",
+            "Jobs that waited past scheduling.starvation_after_s and ran ahead of higher lanes",
+            registry=r,
+        )
         self.model_state = Enum(
             "qwend_model_state",
             "State of the resident model",

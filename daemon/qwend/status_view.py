@@ -40,10 +40,12 @@ def format_status(status: dict[str, Any]) -> str:
         ("uptime", _duration(status.get("uptime_s", 0))),
         (
             "queue",
-            f"{queue.get('interactive', 0)} interactive + {queue.get('background', 0)} "
-            f"background waiting (max {queue.get('capacity_per_lane', 0)} each), "
+            f"{queue.get('completion', 0)} completion + {queue.get('interactive', 0)} "
+            f"interactive + {queue.get('background', 0)} background waiting "
+            f"(max {queue.get('capacity_per_lane', 0)} each), "
             f"{queue.get('active', 0)} running of {queue.get('slots', 1)} slots",
         ),
+        ("lanes", _lanes(status)),
         ("tokens", f"{status.get('token_counting', '?')} counts for budgets"),
         ("requests", f"{perf.get('completed_jobs', 0)} completed"),
         (
@@ -148,6 +150,24 @@ def _prefix_rows(model: dict[str, Any]) -> list[tuple[str, str]]:
             f"{last['prompt_tokens']} ({last['cached_tokens']} cached)"
         )
     return [("prefix", text)]
+
+
+def _lanes(status: dict[str, Any]) -> str:
+    """Priority order with each lane's tasks, then what preemption is doing."""
+    sched = _section(status, "scheduling")
+    tasks = _section(status, "tasks")
+    order = " > ".join(
+        f"{lane} ({', '.join(n for n, t in tasks.items() if t == lane) or '-'})"
+        for lane in sched.get("lanes", [])
+    )
+    if not sched.get("preempt"):
+        return f"{order or '-'}; preemption off"
+    suspended = _section(status, "queue").get("suspended", 0)
+    return (
+        f"{order}\n           preemption on ({sched.get('suspend_mode')} on suspend): "
+        f"{suspended} suspended now, {sched.get('preemptions', 0)} suspensions, "
+        f"{sched.get('suspended_total_s', 0):.1f}s suspended in all"
+    )
 
 
 def _last_reload(config: dict[str, Any]) -> str:

@@ -34,7 +34,8 @@ def test_qwend_bench_measures_the_running_daemon(
     result = daemon.cli(
         "bench", "--sizes", "64,9000", "--runs", "1", "--decode-tokens", "8",
         "--concurrency", "2", "--lsp-keystrokes", "2", "--lsp-context", "200",
-        "--lsp-max-tokens", "8", "--compare", "--no-progress", "--json", str(out),
+        "--lsp-max-tokens", "8", "--load-keystrokes", "2", "--load-complete-tokens", "4",
+        "--load-background-tokens", "40", "--compare", "--no-progress", "--json", str(out),
         timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr + daemon.log()
@@ -60,6 +61,16 @@ def test_qwend_bench_measures_the_running_daemon(
     assert 0 < lsp["p50_s"] <= lsp["p95_s"]
     assert lsp["context_tokens"] > 200  # the document plus the inserted function header
     assert 1 <= lsp["daemon_calls"] <= 2  # a typed-ahead cache hit never reaches the daemon
+
+    load = data["under_load"]
+    assert load["keystrokes"] == 2 and len(load["idle_latencies_s"]) == 2
+    assert 1 <= load["keystrokes_under_load"] == len(load["loaded_latencies_s"]) <= 2
+    assert load["idle_p50_s"] > 0 and load["loaded_p50_s"] > 0 and load["p50_ratio"] > 0
+    background = load["background"]
+    assert background["tokens_under_load"] == background["tokens_alone"] >= 2
+    assert background["same_text_as_alone"] is True  # greedy, suspended and resumed
+    assert load["suspensions"] >= 1 and load["suspend_mode"] == "keep"
+    assert load["resume_step_p50_s"] > 0
 
     assert data["memory"]["gpu"] == "n/a (CPU)" and data["memory"]["rss_bytes"] > 0
     _positive(data["status_wall_s"])

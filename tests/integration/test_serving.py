@@ -74,12 +74,16 @@ def test_health_and_status_report_the_resident_model(shared_daemon: Daemon) -> N
     assert info["model"]["state"] == "ready"
     assert info["model"]["context_length"] == 8192
     assert info["queue"] == {
+        "completion": 0,
         "interactive": 0,
         "background": 0,
         "capacity_per_lane": 1,
         "active": 0,
         "slots": 1,
+        "suspended": 0,
     }
+    assert info["scheduling"]["lanes"] == ["completion", "interactive", "background"]
+    assert info["scheduling"]["suspend_mode"] == "keep"  # the transformers backend
     assert info["uptime_s"] > 0
     assert info["config_files"][-1] == str(shared_daemon.config_path)
 

@@ -59,6 +59,7 @@ def test_task_lanes_and_templates_are_reported(shared_daemon: Daemon) -> None:
     _, complete = _task(shared_daemon, "complete", {**INPUTS["complete"], "max_tokens": 4})
     # SmolLM2 has no fill-in-the-middle tokens: the prompt form says so.
     assert complete["budget"]["template"] == "prefix"
+    assert complete["budget"]["lane"] == "completion"
 
 
 def test_complete_in_a_3000_line_file_keeps_the_nearest_lines(shared_daemon: Daemon) -> None:

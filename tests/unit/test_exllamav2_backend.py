@@ -396,3 +396,71 @@ def test_flash_attn_mode_without_flash_attn_says_what_to_do(
     with pytest.raises(BackendUnavailable) as caught:
         backend._choose_attention()
     assert 'paged_attention = "torch"' in (caught.value.hint or "")
+
+
+class ResumableMuxBackend(MuxBackend):
+    """A one-slot (unpaged) backend whose "model" continues a resumed prompt.
+
+    Lowercase letters in the prompt are the word to upper-case; uppercase ones
+    were generated already, so prompt + generated tokens (the base class's
+    ``resume``) yield only the rest, as a real model re-prefilled would.
+    """
+
+    def generate(self, prompt_ids: list[int], sampling: Sampling, max_new_tokens: int) -> Any:
+        text = "".join(chr(i) for i in prompt_ids)
+        word = "".join(c for c in text if c.islower()).upper()
+        done = sum(c.isupper() for c in text)
+        script = [ord(c) for c in word[done:]][:max_new_tokens]
+        return self.mux.stream(lambda identifier: FakeJob(identifier, [*script, 0], {0}))
+
+
+class GatedGenerator(FakeDynamicGenerator):
+    """Holds each iterate() until ``gate`` is set; ``entered`` says one is waiting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.most_active = 0  # jobs enqueued at once: 1 for an unpaged cache
+
+    def enqueue(self, job: FakeJob) -> None:
+        super().enqueue(job)
+        self.most_active = max(self.most_active, len(self.active))
+
+    def iterate(self) -> list[dict[str, Any]]:
+        self.entered.set()
+        assert self.gate.wait(10)
+        return super().iterate()
+
+
+async def test_unpaged_preemption_cancels_the_job_and_reprefills_it() -> None:
+    """One slot: a completion suspends the background job. Its exllamav2 job is
+    cancelled (the cache is free for the completion) and a new one, over prompt
+    + the token already sent, continues it."""
+    fake = GatedGenerator()
+    backend = ResumableMuxBackend(fake, slots=1)
+    assert backend.suspend_mode == "reprefill"  # the base class's default
+    engine = Engine(backend, model_name="m", queue_size=8, metrics=Metrics())
+    engine.start(preload=True)
+    try:
+        request = GenerationRequest
+        background = await engine.submit(
+            request(prompt=Prompt.plain("alpha"), max_tokens=8, sampling=GREEDY), lane="background"
+        )
+        backend.loaded.set()
+        assert await asyncio.to_thread(fake.entered.wait, 10)
+        completion = await engine.submit(
+            request(prompt=Prompt.plain("bravo"), max_tokens=8, sampling=GREEDY), lane="completion"
+        )
+        fake.gate.set()
+        answers = await asyncio.wait_for(asyncio.gather(background.text(), completion.text()), 10)
+    finally:
+        await asyncio.to_thread(engine.close, 5)
+    assert answers == ["ALPHA", "BRAVO"]
+    # Job 0 (the background) is cancelled on suspend, before job 1 (the completion)
+    # starts; job 2 is its continuation. (Jobs that end on a stop token are
+    # cancelled too: the engine closes their streams at the stop token.)
+    assert fake.cancelled == [0, 1, 2]
+    assert fake.most_active == 1  # never two jobs in the one-sequence cache
+    assert background.finish is not None and background.finish.suspensions == 1
+    assert background.finish.completion_tokens == 5 + 1  # the letters and the stop token

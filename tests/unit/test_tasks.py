@@ -96,7 +96,7 @@ def test_complete_fim_qwen(run: Any) -> None:
     assert prepared.request.prompt.text == (
         "<|fim_prefix|>def add(a, b):\n    <|fim_suffix|>\n\nprint(add(1, 2))\n<|fim_middle|>"
     )
-    assert (prepared.name, prepared.lane, prepared.template) == ("complete", "interactive", "fim")
+    assert (prepared.name, prepared.lane, prepared.template) == ("complete", "completion", "fim")
     assert prepared.request.max_tokens == 64
     assert prepared.request.sampling.temperature == 0.1
     assert prepared.request.sampling.top_p == 0.95
@@ -163,7 +163,7 @@ def test_complete_prefix_only_smollm2(run: Any) -> None:
         "# pkg/b.py\nX = 1\n\n\n# pkg/a.py\nimport os\n\ndef f():\n    return "
     )
     assert prepared.template == "prefix"  # the family has no FIM tokens
-    assert prepared.lane == "interactive"
+    assert prepared.lane == "completion"
     assert prepared.request.stops == ("x = 1", *FAMILY_STOPS)
     assert prepared.suffix == "\n    x = 1\n"  # still trims the answer
     # The model never sees the suffix, so it is not a budgeted part.
@@ -434,7 +434,7 @@ def test_every_task_has_a_table_and_an_input(settings: Settings) -> None:
     assert set(settings.tasks) == set(TASK_INPUTS)
     lanes = {name: task.lane for name, task in settings.tasks.items()}
     assert lanes == {
-        "complete": "interactive",
+        "complete": "completion",
         "explain": "interactive",
         "refactor": "background",
         "docstring": "interactive",

@@ -32,6 +32,13 @@ engine then calls ``generate_text`` and skips only the detokenizer; stops,
 cancellation and statistics stay the engine's. Re-encoding the received text
 into ids just to decode them again would cost a tokenizer pass per piece and
 could split differently from the engine's own ids.
+
+Preemption (engine/scheduling.py) suspends a running generation between two
+token steps so a higher-priority job can have its slot. How a backend gives
+the slot up is its ``suspend_mode``: "keep" (the generation's state stays in
+its iterator, which the engine simply stops advancing) or "reprefill" (the
+default: the engine closes the iterator, which frees the slot like a cancel,
+and later calls ``resume`` with the prompt and the tokens generated so far).
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from qwend.errors import BackendUnavailable
 
@@ -120,6 +127,10 @@ class TextPiece:
     finish: str | None = None
 
 
+# How a running generation gives its slot to a higher-priority job (see ``Backend.suspend_mode``).
+SuspendMode = Literal["keep", "reprefill"]
+
+
 class Backend(ABC):
     """One loaded model. Not thread-safe: only the engine's thread calls it."""
 
@@ -173,6 +184,43 @@ class Backend(ABC):
         step per round, and the backend batches those steps on the device.
         """
         return 1
+
+    @property
+    def suspend_mode(self) -> SuspendMode:
+        """How a generation is suspended between two steps while another job runs.
+
+        "keep": each ``generate`` iterator holds its own state (its KV cache),
+        so several may be open at once; the engine just stops advancing a
+        suspended one and advances it again on resume. Costs the suspended
+        job's cache in memory, nothing in time.
+
+        "reprefill" (the default; the contract for a single-context backend,
+        which must implement nothing more): the engine closes the iterator,
+        exactly as for a cancel, so the slot and its cache are free for the
+        other job; on resume it calls ``resume``. Costs one prefill of prompt
+        plus generated tokens, less what the backend's prefix reuse keeps.
+        """
+        return "reprefill"
+
+    def resume(
+        self,
+        prompt_ids: list[int],
+        generated_ids: list[int],
+        sampling: Sampling,
+        max_new_tokens: int,
+    ) -> Generator[int, None, None]:
+        """Continue a generation whose iterator a "reprefill" suspension closed.
+
+        ``generated_ids`` were produced and delivered already; yield only the
+        tokens after them, at most ``max_new_tokens``. The default runs
+        ``generate`` over prompt plus generated tokens, so a backend that
+        reuses a cached prefix (exllamav2, llama.cpp) pays only what its cache
+        lost; one that can restore a saved sequence state overrides this.
+        Greedy output continues exactly as an uninterrupted run would, up to the
+        numerics of one batched prefill against token-by-token decoding; a
+        seeded sampled run continues from a fresh generator state.
+        """
+        return self.generate([*prompt_ids, *generated_ids], sampling, max_new_tokens)
 
     @property
     def has_tokenizer(self) -> bool:

@@ -4,6 +4,10 @@ Loads a safetensors model folder (as written by ``qwend pull``) and runs it
 token by token with its KV cache, so the engine can stop after any step.
 torch and transformers are imported in ``load`` only: the CLI never pays for
 them.
+
+Each ``generate`` iterator owns its KV cache and sampling generator, so a
+suspended job keeps them and resumes where it stopped (``suspend_mode`` is
+"keep"): a preempted job costs memory for its cache, no recomputation.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from qwend.backends.base import Backend, Sampling
+from qwend.backends.base import Backend, Sampling, SuspendMode
 from qwend.backends.folder import require_complete
 from qwend.backends.tokens import TokenizerPair
 from qwend.errors import ModelNotLoaded, OutOfMemory
@@ -87,6 +91,10 @@ class TransformersBackend(Backend):
     def stop_token_ids(self) -> frozenset[int]:
         return self._stop_ids
 
+    @property
+    def suspend_mode(self) -> SuspendMode:
+        return "keep"  # every generate() iterator holds its own past_key_values
+
     def tokenize(self, text: str) -> list[int]:
         return self.tokenize_batch([text])[0]
 
@@ -129,8 +137,11 @@ class TransformersBackend(Backend):
         generator.manual_seed(sampling.seed if sampling.seed is not None else time.time_ns())
         past = None
         inputs = torch.tensor([prompt_ids], dtype=torch.long)
-        with torch.inference_mode():
-            for _ in range(max_new_tokens):
+        for _ in range(max_new_tokens):
+            # Inference mode is entered per step, never held across a yield: a
+            # suspended iterator must not leave the thread in (or out of) it
+            # while another job's iterator runs.
+            with torch.inference_mode():
                 try:
                     out = self._model(
                         input_ids=inputs, **{self._cache_argument: past}, use_cache=True
@@ -141,8 +152,8 @@ class TransformersBackend(Backend):
                     raise
                 past = getattr(out, self._cache_argument)
                 token = _pick(out.logits[0, -1], sampling, generator)
-                yield token
-                inputs = torch.tensor([[token]], dtype=torch.long)
+            yield token
+            inputs = torch.tensor([[token]], dtype=torch.long)
 
     def describe(self) -> dict[str, Any]:
         import torch

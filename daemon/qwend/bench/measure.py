@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -114,6 +115,20 @@ class Probe:
             started=started,
             ended=last,
         )
+
+    def task(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One routed task's whole answer; raises BenchFailed on an error answer."""
+        code, answer = self._client().request("POST", f"/v1/tasks/{name}", body)
+        if code != 200:
+            raise BenchFailed(f"task {name} answered {code}: {_message(answer)}")
+        return answer
+
+    def task_stream(self, name: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """A routed task's stream events (deltas, then the closing event)."""
+        for event in self._client().stream(f"/v1/tasks/{name}", {**body, "stream": True}):
+            if "error" in event:
+                raise BenchFailed(f"task {name} failed: {_message(event)}")
+            yield event
 
     def concurrent(self, prompts: list[str], max_tokens: int) -> list[StreamTiming]:
         """Stream every prompt at once, one connection and thread each."""

@@ -33,6 +33,9 @@ class PromptError(Exception):
     """No prompt of exactly the asked token count could be built."""
 
 
+LINES_PER_FUNCTION: Final = 9  # each function code_lines yields, its blank line included
+
+
 def code_lines(tag: str) -> Iterator[str]:
     """An endless, deterministic Python module whose first line is ``# {tag} ...``."""
     yield f"# {tag} qwend bench: synthetic code, only its token count matters"

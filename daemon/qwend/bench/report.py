@@ -61,6 +61,7 @@ def render_table(result: dict[str, Any]) -> str:
             f"{lsp['daemon_calls']} reached the daemon"
         )
         rows.append(("keystroke to completion p50, qwend lsp (s)", _num(lsp["p50_s"]), detail))
+    rows += _under_load_rows(result.get("under_load"))
     memory = result["memory"]
     gpu = memory.get("gpu_peak_bytes")
     rows.append(("peak GPU memory", _gib(gpu) if gpu is not None else memory["gpu"], ""))
@@ -82,6 +83,36 @@ def render_table(result: dict[str, Any]) -> str:
         f"{name:<{FIGURE_WIDTH}} {value:>10}   {detail}".rstrip() for name, value, detail in rows
     ]
     return "\n".join(head + body)
+
+
+def _under_load_rows(load: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    """Keystroke latency idle and beside a background job (under_load.py)."""
+    if not load:
+        return []
+    bg = load["background"]
+    same = "same text as alone" if bg["same_text_as_alone"] else "TEXT DIFFERS from alone"
+    resume = load.get("resume_step_p50_s")
+    return [
+        (
+            "keystroke latency p50, idle (s)",
+            _num(load["idle_p50_s"]),
+            f"p95 {_num(load['idle_p95_s'])} s; {load['keystrokes']} `complete` tasks of "
+            f"<= {load['complete_max_tokens']} tokens",
+        ),
+        (
+            "  same, background job running (s)",
+            _num(load["loaded_p50_s"]),
+            f"p95 {_num(load['loaded_p95_s'])} s; {load['keystrokes_under_load']} keys; "
+            f"{_num(load['p50_ratio'], 2)}x idle",
+        ),
+        (
+            "  the background job",
+            f"{bg['tokens_under_load']} tok",
+            f"{bg['tokens_alone']} alone, {same}; {load['suspensions']} suspensions "
+            f"({load['suspend_mode']}), {_num(load['suspended_s'], 2)} s suspended, "
+            f"resume step p50 {_num(resume)} s vs {_num(load['background_s_per_token'])} s/token",
+        ),
+    ]
 
 
 def _compare_rows(compare: dict[str, Any]) -> list[tuple[str, str, str]]:

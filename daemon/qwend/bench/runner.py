@@ -5,10 +5,12 @@
    and then its twin with the last line changed (a prefix-cache hit);
 3. single-stream decode tokens/s; 4. aggregate tokens/s per concurrency;
 5. keystroke-to-completion latency through ``qwend lsp``;
-6. ``qwend status`` wall time; 7. memory from ``/v1/status``;
-8. with ``--compare``: raw exllamav2, raw llama.cpp, transformers
-   ``generate``, and always the memory-bandwidth bound, plus the ratios
-   between them.
+6. keystroke latency (``complete`` tasks) idle and while a background
+   ``tests`` task generates (under_load.py: preemption at work);
+7. ``qwend status`` wall time; 8. memory from ``/v1/status``;
+9. with ``--compare``: raw exllamav2, raw llama.cpp,
+   transformers ``generate``, and always
+   the memory-bandwidth bound, plus the ratios between them.
 
 A size or step the model cannot run (context too small) is recorded as
 skipped with the reason; any error answer stops the run (BenchFailed).
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from qwend import __version__
-from qwend.bench import compare, lsp_probe
+from qwend.bench import compare, lsp_probe, under_load
 from qwend.bench.measure import (
     DECODE_PROMPT,
     TTFT_MAX_TOKENS,
@@ -69,6 +71,9 @@ class BenchOptions:
     lsp_context: int = 2048
     lsp_max_tokens: int = 64
     lsp_debounce_ms: int = 150  # qwend lsp's own default (qwend_lsp/options.py)
+    load_keystrokes: int = 12  # keystrokes idle and again under load; 0 skips the step
+    load_complete_tokens: int = 12
+    load_background_tokens: int = 400
     compare: bool = False
     model_dir: Path | None = None
     progress: bool = True
@@ -82,6 +87,7 @@ class BenchOptions:
             + self.runs
             + len(self.concurrency) * self.runs
             + (1 if self.lsp_keystrokes else 0)
+            + (1 if self.load_keystrokes else 0)
             + self.runs
             + (4 if self.compare else 1)
         )
@@ -145,6 +151,19 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         result["lsp"] = (
             step("qwend lsp", lambda: _lsp(probe, context, options))
             if options.lsp_keystrokes
+            else None
+        )
+        result["under_load"] = (
+            step(
+                "keystrokes under load",
+                lambda: under_load.keystrokes_under_load(
+                    probe,
+                    keystrokes=options.load_keystrokes,
+                    complete_tokens=options.load_complete_tokens,
+                    background_tokens=options.load_background_tokens,
+                ),
+            )
+            if options.load_keystrokes
             else None
         )
         result["status_wall_s"] = summarize(

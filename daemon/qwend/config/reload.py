@@ -6,7 +6,8 @@ validate, or a user file that was in use and is now gone, keeps the last good
 config and records the error (file, line, key, reason). A good config is
 applied by kind of change:
 
-- sampling, stops, tasks, budgets, generation defaults and server limits:
+- sampling, stops, tasks (their lanes too), budgets, generation defaults,
+  scheduling (engine/scheduling.py) and server limits:
   from the next request on;
 - the resident model profile: a swap (InferenceService.swap_model), during
   which in-flight requests finish on the old model;

@@ -113,7 +113,8 @@ else:
 
 
 class TaskSettings(_Strict):
-    lane: Literal["interactive", "background"] | None = None  # None: the registry's lane
+    # Priority, highest first (docs/tasks.md); None: the registry's lane.
+    lane: Literal["completion", "interactive", "background"] | None = None
     template: Literal["fim", "prefix", "chat"]
     max_tokens: int = Field(ge=1)
     temperature: float = Field(ge=0, le=2, allow_inf_nan=False)
@@ -131,9 +132,18 @@ class BudgetSettings(_Strict):
     chars_per_token: float = Field(gt=0.5, le=10, allow_inf_nan=False)
 
 
+class SchedulingSettings(_Strict):
+    """Priorities and preemption (engine/scheduling.py; docs/config.md)."""
+
+    preempt: bool = True
+    starvation_after_s: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
+    starvation_run_s: float = Field(default=2.0, gt=0, le=3600, allow_inf_nan=False)
+
+
 class Settings(_Strict):
     daemon: DaemonSettings
     server: ServerSettings
+    scheduling: SchedulingSettings = SchedulingSettings()
     generation: GenerationDefaults
     budget: BudgetSettings
     tasks: dict[TaskName, TaskSettings]

@@ -1,1 +1,2 @@
-"""Engine: the scheduler (one generation thread, lanes, jobs), decoding, stats and the service."""
+"""Engine: the scheduler (one generation thread, lanes, scheduling policy, jobs), decoding,
+stats and the service."""

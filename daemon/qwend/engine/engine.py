@@ -10,6 +10,12 @@ for the CPU backend), advancing each by one token per round. It checks every
 job's cancel flag before each of its steps, so a client that goes away frees
 its slot within one step. A job cancelled while queued is never run, and
 leaves its lane at once (Lanes.withdraw), so its place is free for others.
+
+Between two rounds the thread asks scheduling.py what to do next: admit the
+best waiting work into a free slot, or suspend a running job of a lower lane
+so that a queued job of a higher one gets its slot (preemption). Suspended
+jobs are held here, not in the lanes; a cancelled one is freed before the next
+step, and each one is resumed, with its output so far, when a slot is free.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -28,6 +35,7 @@ from typing import Any, Final
 from qwend.backends.base import Backend, Prompt
 from qwend.engine.jobs import Finish, GenerationRequest, Job, RunningStream
 from qwend.engine.lanes import LANES, STOP_THREAD, Lanes
+from qwend.engine.scheduling import Admit, Policy, Suspend, decide
 from qwend.engine.stats import Stats
 from qwend.errors import (
     BadRequest,
@@ -47,6 +55,7 @@ log = logging.getLogger(__name__)
 # then waits this long for its next piece before looking at the queue again,
 # which bounds how late a new job or a cancel is noticed.
 IDLE_WAIT_S: Final = 0.02
+RESUME_STEPS_KEPT = 256  # recent resume costs behind status's median: minutes of typing
 
 
 @dataclass
@@ -84,6 +93,7 @@ class Engine:
         model_name: str,
         queue_size: int,
         metrics: Metrics,
+        policy: Policy | None = None,
     ) -> None:
         self.backend = backend
         self.model_name = model_name
@@ -95,6 +105,11 @@ class Engine:
         self.swap_target: str | None = None
         self._lanes = Lanes(queue_size)
         self._streams: list[RunningStream] = []  # running jobs; only the thread changes it
+        self._suspended: list[RunningStream] = []  # preempted jobs; only the thread changes it
+        self.policy = policy or Policy()
+        self.preemptions = 0  # suspensions since start
+        self.suspended_total_s = 0.0  # time finished jobs spent suspended, all together
+        self._resume_steps: deque[float] = deque(maxlen=RESUME_STEPS_KEPT)
         self._held: _Call | None = None  # an exclusive call waiting for the jobs to end
         self._accepting = True
         self._tokenize_lock = threading.Lock()  # HF fast tokenizers are not re-entrant
@@ -113,7 +128,7 @@ class Engine:
         self._accepting = False
         if not self._thread.is_alive():
             return
-        for stream in tuple(self._streams):
+        for stream in (*self._streams, *self._suspended):
             stream.job.cancel()
         for item in self._lanes.drain():
             if isinstance(item, Job):
@@ -136,7 +151,8 @@ class Engine:
 
     @property
     def busy(self) -> bool:
-        return bool(self._streams)
+        """A job is running or suspended (a suspended one still holds its output)."""
+        return bool(self._streams or self._suspended)
 
     def require_available(self) -> None:
         """Raise ModelNotLoaded or ShuttingDown if no job could be accepted now."""
@@ -228,6 +244,10 @@ class Engine:
         """Applies to the next request; requests already waiting stay queued."""
         self._lanes.capacity = capacity
 
+    def set_policy(self, policy: Policy) -> None:
+        """Applies from the thread's next decision on (one attribute: atomic)."""
+        self.policy = policy
+
     async def swap(self, backend: Backend, model_name: str, *, unload_first: bool) -> None:
         """Replace the resident model; raises QwendError and keeps the old one if
         the new one cannot load.
@@ -280,42 +300,135 @@ class Engine:
             self._load()
         while self._admit():
             self._step_streams()
-        for stream in tuple(self._streams):  # close() cancelled them; report that
+        for stream in (*self._streams, *self._suspended):  # close() cancelled them
             stream.job.cancel()
+            stream.reason = "cancelled"
             self._end(stream)
         self.backend.unload()
         self._set_state(ModelState.UNLOADED)
 
     def _admit(self) -> bool:
-        """Start queued work while the backend has room; False once told to stop.
+        """Apply scheduling decisions until the running jobs should step; False
+        once told to stop.
 
-        Waits for work only when nothing is running. A held exclusive call
-        keeps everything else queued until the running jobs end.
+        Waits for work only when nothing is running or suspended. A held
+        exclusive call keeps queued work waiting until the running and the
+        suspended jobs have ended.
         """
         while True:
+            self._reap_suspended()
             if self._held is not None:
+                if self._suspended and len(self._streams) < self.backend.max_concurrent:
+                    self._resume(min(self._suspended, key=_suspended_since))
+                    continue
                 if self._streams:
                     return True
                 held, self._held = self._held, None
                 self._run_call(held)
-            if len(self._streams) >= self.backend.max_concurrent:
-                return True
-            item = self._lanes.get(block=not self._streams)
-            if item is None:
-                return True
-            self.metrics.queue_depth.set(self._lanes.depth())
-            if item is STOP_THREAD:
+                continue
+            if not self._streams and not self._suspended:
+                self._lanes.wait()
+            now = time.monotonic()
+            heads = self._lanes.heads()
+            if heads.get(LANES[0]) is STOP_THREAD:
                 return False
+            decision = decide(
+                now,
+                self.policy,
+                running=self._streams,
+                suspended=self._suspended,
+                heads=[(lane, _queued_at(item, now), item) for lane, item in heads.items()],
+                slots=self.backend.max_concurrent,
+                needs_slot=lambda item: isinstance(item, Job),
+            )
+            if decision is None:
+                return True
+            if isinstance(decision, Suspend):
+                assert isinstance(decision.stream, RunningStream)
+                self._suspend(decision.stream, now)
+                continue
+            self._apply_admit(decision, now)
+
+    def _apply_admit(self, decision: Admit, now: float) -> None:
+        waiting = decision.waiting
+        if waiting.suspended:
+            assert isinstance(waiting.item, RunningStream)
+            self._resume(waiting.item)
+            stream = waiting.item
+        else:
+            item = waiting.item
+            if not self._lanes.take(waiting.lane, item):  # gone meanwhile: decide again
+                return
+            self.metrics.queue_depth.set(self._lanes.depth())
             if isinstance(item, _Call):
-                if item.exclusive and self._streams:
+                if item.exclusive and (self._streams or self._suspended):
                     self._held = item
                 else:
                     self._run_call(item)
-                continue
+                return
             assert isinstance(item, Job)
             if not self._accepting:  # dequeued while close() was draining the queue
                 item.cancel()
-            self._start(item)
+            before = len(self._streams)
+            self._start(item, waiting.lane)
+            if len(self._streams) == before:
+                return
+            stream = self._streams[-1]
+        if decision.protect_until is not None:
+            stream.protected_until = decision.protect_until
+            self.metrics.starvation_promotions.inc()
+            log.info(
+                "job %d (%s) waited %.1fs: runs ahead of higher lanes for %.1fs",
+                stream.job.id,
+                stream.lane,
+                now - waiting.since,
+                self.policy.starvation_run_s,
+            )
+
+    def _suspend(self, stream: RunningStream, now: float) -> None:
+        """Between two steps: the stream keeps its output; its slot is free."""
+        self._streams.remove(stream)
+        try:
+            stream.suspend(now)
+        except Exception:  # closing a backend iterator failed: the job cannot resume
+            log.exception("suspending job %d failed", stream.job.id)
+            self._fail(stream.job, GenerationFailed("generation failed", hint="see the daemon log"))
+            return
+        self._suspended.append(stream)
+        self.preemptions += 1
+        self.metrics.preemptions.labels(lane=stream.lane).inc()
+        self.metrics.suspended_jobs.set(len(self._suspended))
+        log.info(
+            "job %d (%s) suspended after %d tokens for a higher lane (%s)",
+            stream.job.id,
+            stream.lane,
+            stream.produced,
+            self.backend.suspend_mode,
+        )
+
+    def _resume(self, stream: RunningStream) -> None:
+        self._suspended.remove(stream)
+        self.metrics.suspended_jobs.set(len(self._suspended))
+        try:
+            stream.resume(time.monotonic())
+        except QwendError as exc:
+            stream.close()
+            self._fail(stream.job, exc)
+            return
+        except Exception:  # a backend bug must fail this job, not the thread
+            log.exception("resuming job %d failed", stream.job.id)
+            stream.close()
+            self._fail(stream.job, GenerationFailed("generation failed", hint="see the daemon log"))
+            return
+        self._streams.append(stream)
+
+    def _reap_suspended(self) -> None:
+        """End every suspended job whose client went away: its cache is freed now."""
+        for stream in [s for s in self._suspended if s.job.cancelled]:
+            self._suspended.remove(stream)
+            self.metrics.suspended_jobs.set(len(self._suspended))
+            stream.reason = "cancelled"
+            self._end(stream)
 
     def _load(self) -> None:
         self._set_state(ModelState.LOADING)
@@ -354,7 +467,7 @@ class Engine:
             log.exception("call on the generation thread failed")
             call.settle(error=GenerationFailed("the model call failed", hint="see the daemon log"))
 
-    def _start(self, job: Job) -> None:
+    def _start(self, job: Job, lane: str) -> None:
         if job.cancelled:
             self._finish_cancelled(job)
             return
@@ -364,7 +477,7 @@ class Engine:
             self.require_available()
             if job.prompt_ids is None:
                 job.prompt_ids = self._prompt_ids(job.request)
-            self._streams.append(RunningStream(job, self.backend, job.prompt_ids))
+            self._streams.append(RunningStream(job, self.backend, job.prompt_ids, lane))
         except QwendError as exc:
             self._fail(job, exc)
         except Exception:  # a backend bug must fail this job, not the thread
@@ -400,8 +513,12 @@ class Engine:
             self.backend.wait_for_output(IDLE_WAIT_S)
 
     def _end(self, stream: RunningStream) -> None:
-        self._streams.remove(stream)
+        if stream in self._streams:
+            self._streams.remove(stream)
         finish = stream.finish()
+        for seconds in stream.resume_steps_s:
+            self.metrics.resume_step_seconds.observe(seconds)
+            self._resume_steps.append(seconds)
         self._record(stream.job, finish)
         stream.job._post(finish)
 
@@ -415,18 +532,24 @@ class Engine:
         self.metrics.generated_tokens.inc(finish.completion_tokens)
         if finish.time_to_first_token_s is not None:
             self.metrics.time_to_first_token.observe(finish.time_to_first_token_s)
+        if finish.suspensions:
+            self.metrics.suspended_seconds.observe(finish.suspended_s)
+            self.suspended_total_s += finish.suspended_s
         self.stats.record(
             latency_s=time.monotonic() - job.enqueued_at,
             tokens=finish.completion_tokens,
-            generate_s=finish.duration_s,
+            generate_s=finish.duration_s - finish.suspended_s,
         )
         log.info(
-            "job %d: %s, %d prompt + %d generated tokens in %.2fs, %d waiting",
+            "job %d: %s, %d prompt + %d generated tokens in %.2fs "
+            "(suspended %dx, %.2fs), %d waiting",
             job.id,
             finish.reason,
             finish.prompt_tokens,
             finish.completion_tokens,
             finish.duration_s,
+            finish.suspensions,
+            finish.suspended_s,
             self._lanes.depth(),
         )
 
@@ -495,9 +618,49 @@ class Engine:
                 "capacity_per_lane": self._lanes.capacity,
                 "active": len(self._streams),
                 "slots": self.backend.max_concurrent,
+                "suspended": len(self._suspended),
             },
+            "scheduling": self._scheduling_snapshot(),
             "performance": self.stats.summary(),
         }
+
+    def _scheduling_snapshot(self) -> dict[str, Any]:
+        now = time.monotonic()
+        suspended = [  # a copy: the thread may change the list meanwhile
+            {
+                "job": stream.job.id,
+                "lane": stream.lane,
+                "tokens": stream.produced,
+                "suspended_for_s": round(now - (stream.suspended_at or now), 3),
+                "suspended_total_s": round(stream.suspended_s, 3),
+            }
+            for stream in tuple(self._suspended)
+        ]
+        return {
+            "lanes": list(LANES),
+            "preempt": self.policy.preempt,
+            "suspend_mode": self.backend.suspend_mode,
+            "starvation_after_s": self.policy.starvation_after_s,
+            "starvation_run_s": self.policy.starvation_run_s,
+            "preemptions": self.preemptions,
+            "suspended_total_s": round(self.suspended_total_s, 3),
+            "resume_step_p50_s": _median(list(self._resume_steps)),
+            "suspended": suspended,
+        }
+
+
+def _median(values: list[float]) -> float | None:
+    """The middle value (upper of the two middles), rounded for status; None when empty."""
+    return round(sorted(values)[len(values) // 2], 4) if values else None
+
+
+def _suspended_since(stream: RunningStream) -> float:
+    return stream.suspended_at if stream.suspended_at is not None else 0.0
+
+
+def _queued_at(item: object, now: float) -> float:
+    """When a queued item began waiting (a model call: now; it waits for nothing)."""
+    return item.enqueued_at if isinstance(item, Job) else now
 
 
 def _load_or_raise(backend: Backend) -> None:

@@ -5,6 +5,12 @@ life on the asyncio side (events, cancel flag, finish); a ``RunningStream`` is
 the same job on the generation thread (the backend's token steps, the
 detokenizer and the stop matcher; or, for a backend that streams text, its
 text pieces and the stop matcher). ``Finish`` records how it ended.
+
+A running stream may be suspended between two steps (scheduling.py decides
+when). Its detokenizer, stop matcher and generated tokens stay with it, so the
+text already sent stays sent and resuming repeats nothing; whether the
+backend's iterator stays open or is closed and re-prefilled on resume is the
+backend's ``suspend_mode``.
 """
 
 from __future__ import annotations
@@ -44,7 +50,9 @@ class Finish:
     prompt_tokens: int
     completion_tokens: int
     time_to_first_token_s: float | None
-    duration_s: float
+    duration_s: float  # from start to end, suspensions included
+    suspended_s: float = 0.0  # time spent suspended for higher-priority work
+    suspensions: int = 0
 
 
 _job_ids = itertools.count(1)
@@ -120,21 +128,33 @@ class Job:
 
 
 class RunningStream:
-    """A running job on the generation thread: its token steps, detokenizer and stops."""
+    """A running job on the generation thread: its token steps (or, for a backend
+    that streams text, its text pieces), detokenizer and stops."""
 
-    def __init__(self, job: Job, backend: Backend, prompt_ids: list[int]) -> None:
+    def __init__(self, job: Job, backend: Backend, prompt_ids: list[int], lane: str) -> None:
         self.job = job
+        self.lane = lane
         self.prompt_tokens = len(prompt_ids)
         self.started = time.monotonic()
+        self.admitted_at = self.started
         self.first_token_at: float | None = None
         self.produced = 0
         self.reason = "length"
         self.progressed = False  # did the last step receive anything (text backends may not)
+        self.suspended_at: float | None = None  # set while suspended
+        self.suspended_s = 0.0
+        self.suspensions = 0
+        self.protected_until = 0.0  # scheduling.py's age rule: no preemption before this
+        self.resume_steps_s: list[float] = []  # the first step after each resume
+        self._resuming = False
+        self._backend = backend
+        self._prompt_ids = prompt_ids
+        self._generated: list[int] = []
         request = job.request
         self._matcher = StopMatcher(request.stops)
         self._stop_ids = backend.stop_token_ids
         self._decoder: IncrementalDecoder | None = None
-        self._steps: Generator[Any, None, None]
+        self._steps: Generator[Any, None, None] | None
         if backend.streams_text:
             self._steps = backend.generate_text(
                 request.prompt.text, prompt_ids, request.sampling, request.max_tokens, request.stops
@@ -142,6 +162,31 @@ class RunningStream:
         else:
             self._decoder = IncrementalDecoder(backend.decode)
             self._steps = backend.generate(prompt_ids, request.sampling, request.max_tokens)
+
+    def suspend(self, now: float) -> None:
+        """Stop between two steps; a "reprefill" backend's iterator is closed here."""
+        self.suspended_at = now
+        self.suspensions += 1
+        if self._backend.suspend_mode == "reprefill":
+            self.close()
+            self._steps = None
+
+    def resume(self, now: float) -> None:
+        """Take a slot again; a closed iterator is rebuilt from prompt + generated."""
+        if self.suspended_at is not None:
+            self.suspended_s += now - self.suspended_at
+        self.suspended_at = None
+        self.admitted_at = now
+        self._resuming = True
+        if self._steps is None:
+            request = self.job.request
+            remaining = request.max_tokens - self.produced
+            if remaining <= 0:  # suspended after its last token: nothing to re-prefill for
+                self._steps = _no_steps()
+                return
+            self._steps = self._backend.resume(
+                self._prompt_ids, list(self._generated), request.sampling, remaining
+            )
 
     def step(self) -> bool:
         """Take one token (or text piece) and post its text; True once the job is over.
@@ -152,12 +197,17 @@ class RunningStream:
         if self.job.cancelled:
             self.reason = "cancelled"
             return True
+        assert self._steps is not None, "only an admitted stream steps (resume() rebuilds it)"
+        began = time.monotonic()
         try:
             item = next(self._steps)
         except StopIteration:
             return True
         except MemoryError as exc:
             raise OutOfMemory("the host ran out of memory for this request") from exc
+        if self._resuming:  # the resume's cost: a re-prefill, or one plain step
+            self._resuming = False
+            self.resume_steps_s.append(time.monotonic() - began)
         if self._decoder is None:
             return self._take_piece(item)
         return self._take_token(item, self._decoder)
@@ -186,6 +236,7 @@ class RunningStream:
     def _take_token(self, token: int, decoder: IncrementalDecoder) -> bool:
         self.progressed = True
         self.produced += 1
+        self._generated.append(token)
         if self.first_token_at is None:
             self.first_token_at = time.monotonic()
         if self.job.cancelled:  # cancelled during the step: its token is not sent
@@ -204,6 +255,8 @@ class RunningStream:
 
     def close(self) -> None:
         """End the backend's steps (a backend frees the job's cache here)."""
+        if self._steps is None:
+            return
         try:
             self._steps.close()
         except Exception:  # the job is over either way; keep the thread alive
@@ -216,7 +269,22 @@ class RunningStream:
             tail = self._matcher.push(held) + self._matcher.flush()
             if tail:
                 self.job._post(tail)
+        now = time.monotonic()
+        if self.suspended_at is not None:  # ended while suspended (cancelled, shut down)
+            self.suspended_s += now - self.suspended_at
+            self.suspended_at = None
         ttft = None if self.first_token_at is None else self.first_token_at - self.started
         return Finish(
-            self.reason, self.prompt_tokens, self.produced, ttft, time.monotonic() - self.started
+            self.reason,
+            self.prompt_tokens,
+            self.produced,
+            ttft,
+            now - self.started,
+            self.suspended_s,
+            self.suspensions,
         )
+
+
+def _no_steps() -> Generator[int, None, None]:
+    """The steps of a generation that has already produced all its tokens."""
+    yield from ()

@@ -23,6 +23,7 @@ from qwend.backends.base import Backend, Prompt, Sampling
 from qwend.config import Config, ModelProfile
 from qwend.engine.engine import Engine
 from qwend.engine.jobs import GenerationRequest, Job
+from qwend.engine.scheduling import Policy
 from qwend.errors import (
     BackendUnavailable,
     BadRequest,
@@ -44,7 +45,7 @@ from qwend.protocol import (
 from qwend.responses import embeddings_body, encode_embedding, models_body, tokenize_body
 from qwend.tasks.prepare import PreparedTask, prepare
 from qwend.tasks.prompts import FAMILIES, ChatTurn, nonempty, render_chat
-from qwend.tasks.registry import TASK_INPUTS
+from qwend.tasks.registry import TASK_INPUTS, TASKS
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class InferenceService:
         """Sampling, tasks, budgets and limits apply to the next request."""
         self.config = config
         self.engine.set_queue_capacity(config.settings.server.queue_size)
+        self.engine.set_policy(scheduling_policy(config))
 
     async def swap_model(self, config: Config) -> None:
         """Make ``config``'s profile the resident model. Raises QwendError and
@@ -306,7 +308,8 @@ class InferenceService:
             "device": self._serving_profile().device,
             "memory": {"rss_bytes": _resident_bytes()},
             "token_counting": self._counting_mode(),
-            "tasks": {name: task.lane for name, task in settings.tasks.items()},
+            # Each task's lane, the registry's where the config does not say.
+            "tasks": {name: task.lane or TASKS[name].lane for name, task in settings.tasks.items()},
             **self.engine.snapshot(),
         }
 
@@ -335,6 +338,12 @@ class InferenceService:
         )
         stops = (*req.stop_list(), *extra_stops, *self.family.stop_strings)
         return GenerationRequest(prompt, max_tokens or gen.max_tokens, sampling, stops)
+
+
+def scheduling_policy(config: Config) -> Policy:
+    """The engine's scheduling policy from the config's ``[scheduling]`` table."""
+    s = config.settings.scheduling
+    return Policy(s.preempt, s.starvation_after_s, s.starvation_run_s)
 
 
 def _resident_bytes() -> int | None:

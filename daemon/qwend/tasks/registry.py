@@ -15,7 +15,7 @@ from qwend.protocol import ChatInput, CodeInput, CommitMessageInput, CompleteInp
 
 # How a task's prompt is built (prepare.py has one builder per kind).
 PromptKind = Literal["complete", "code", "commit", "chat"]
-Lane = Literal["interactive", "background"]
+Lane = Literal["completion", "interactive", "background"]  # engine/lanes.py: highest first
 CHAT_TEMPLATES: Final = frozenset({"chat"})
 
 
@@ -43,7 +43,7 @@ TASKS: Final[dict[str, TaskSpec]] = {
             "complete",
             frozenset({"prefix", "suffix", "snippets"}),
             frozenset({"fim", "prefix"}),
-            "interactive",
+            "completion",
             "Complete code",
         ),
         _code_task("explain", "Explain this code", "interactive"),

@@ -15,6 +15,13 @@ and 0.3.2's non-flash prefill attention is not causal: attention.py patches
 it. ``paged_attention = "torch"`` installs qwend's paged attention in plain
 torch instead, which batches without flash-attn.
 
+Preemption (engine/scheduling.py) uses the base class's "reprefill": with
+paged attention a new job is simply batched beside the running ones, and a job
+is suspended only when every slot is busy; suspending closes its stream, which
+cancels the exllamav2 job and frees its cache for the new one, and resuming
+enqueues prompt + generated tokens, whose prefix the generator reuses from
+whatever pages are still cached (unpaged: none, a full re-prefill).
+
 torch and exllamav2 are imported in ``load`` only.
 """
 

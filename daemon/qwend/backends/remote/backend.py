@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
-from qwend.backends.base import Backend, Prompt, Sampling, TextPiece
+from qwend.backends.base import Backend, Prompt, Sampling, SuspendMode, TextPiece
 from qwend.backends.remote.apikey import ApiKey, read_api_key
 from qwend.backends.remote.client import Chunk, Endpoint, EngineClient, Probe
 from qwend.backends.remote.limits import TOKENIZER_ENGINE, TOKENIZER_NONE
@@ -304,6 +304,13 @@ class RemoteBackend(Backend):
     @property
     def streams_text(self) -> bool:
         return True
+
+    @property
+    def suspend_mode(self) -> SuspendMode:
+        """ "keep": a suspended request stays open upstream and its reader thread
+        buffers what arrives; it cannot be re-prefilled (the engine holds no
+        token ids of ours), and the engine behind it batches on its own."""
+        return "keep"
 
     def generate(
         self, prompt_ids: list[int], sampling: Sampling, max_new_tokens: int
