@@ -69,7 +69,7 @@ def test_qwend_bench_measures_the_running_daemon(
     background = load["background"]
     assert background["tokens_under_load"] == background["tokens_alone"] >= 2
     assert background["same_text_as_alone"] is True  # greedy, suspended and resumed
-    assert load["suspensions"] >= 1 and load["suspend_mode"] == "keep"
+    assert load["suspensions"] >= 1 and load["suspend_mode"] == "reprefill"  # llama.cpp
     assert load["resume_step_p50_s"] > 0
 
     assert data["memory"]["gpu"] == "n/a (CPU)" and data["memory"]["rss_bytes"] > 0

@@ -57,7 +57,7 @@ def test_qwend_eval_scores_the_running_daemon(
 
     shown = daemon.cli("eval", "--show", str(out))
     assert shown.returncode == 0, shown.stderr
-    assert "smollm2-135m (transformers, cpu)" in shown.stdout
+    assert "smollm2-135m (llama.cpp, cpu)" in shown.stdout
     assert "humaneval-single" in shown.stdout
 
 

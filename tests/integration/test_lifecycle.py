@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Daemon, smollm2_config
+from tests.integration.conftest import HF_MODEL, Daemon, smollm2_config
 
 pytestmark = pytest.mark.slow
 
@@ -124,10 +124,12 @@ def test_lazy_model_is_unloaded_until_first_request(make_daemon: Any, model_dir:
 
 
 def test_model_that_fails_to_load_is_reported(make_daemon: Any, sandbox: Path) -> None:
+    """A damaged safetensors folder (transformers): each damaged file named, with the fix."""
     broken = sandbox / "broken-model"
     broken.mkdir()
-    (broken / "smollm2.gguf").write_text("{ not a model")
-    daemon: Daemon = make_daemon(smollm2_config(broken))
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (broken / name).write_text("{ not a model")
+    daemon: Daemon = make_daemon(smollm2_config(broken, profile=HF_MODEL))
     daemon.start()
     assert daemon.wait_for("failed") == "failed"
     status, body = daemon.client().request("POST", "/v1/completions", {"prompt": "x"})
@@ -144,6 +146,22 @@ def test_model_that_fails_to_load_is_reported(make_daemon: Any, sandbox: Path) -
     assert result.returncode == 1
     assert "failed" in result.stdout
     assert "model.safetensors: is truncated" in result.stdout
+
+
+def test_a_gguf_that_fails_to_load_is_reported(make_daemon: Any, sandbox: Path) -> None:
+    """A damaged GGUF (llama.cpp): the file named, the fix given, no path in the body."""
+    broken = sandbox / "broken-gguf"
+    broken.mkdir()
+    (broken / "smollm2.gguf").write_text("{ not a model")
+    daemon: Daemon = make_daemon(smollm2_config(broken))
+    daemon.start()
+    assert daemon.wait_for("failed") == "failed"
+    status, body = daemon.client().request("POST", "/v1/completions", {"prompt": "x"})
+    assert (status, body["error"]["code"]) == (503, "model_not_loaded")
+    message = body["error"]["message"]
+    assert "smollm2.gguf" in message and "--force" in message
+    assert "Traceback" not in json.dumps(body)
+    assert str(sandbox) not in json.dumps(body)
 
 
 def test_missing_model_fails_fast_with_the_pull_command(make_daemon: Any, sandbox: Path) -> None:

@@ -70,8 +70,9 @@ def test_pull_a_gguf_quant_from_a_hub_and_complete_with_fim(
     client = daemon.client(timeout=300)
     _, status = client.request("GET", "/v1/status")
     assert (status["model"]["backend"], status["model"]["context_length"]) == ("llama.cpp", 4096)
+    # Request text is plain text: typed FIM markers are never the control tokens.
     _, tokens = client.request("POST", "/v1/tokenize", {"text": "<|fim_prefix|>a<|fim_suffix|>"})
-    assert tokens["ids"][0] == FIM_IDS[0] and tokens["ids"][-1] == FIM_IDS[1]
+    assert not set(tokens["ids"]) & set(FIM_IDS)
 
     code, answer = client.request(
         "POST",

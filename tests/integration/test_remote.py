@@ -67,7 +67,7 @@ def key_file(folder: Path, key: str) -> Path:
     return path
 
 
-def remote_config(url: str, model_dir: Path, **profile: Any) -> dict[str, Any]:
+def remote_config(url: str, hf_model_dir: Path, **profile: Any) -> dict[str, Any]:
     return {
         "daemon": {"model": PROFILE, "preload": True},
         "server": {"shutdown_timeout_s": 10.0},
@@ -79,7 +79,7 @@ def remote_config(url: str, model_dir: Path, **profile: Any) -> dict[str, Any]:
                 "context_length": 2048,
                 "url": url,
                 "model": SERVED_MODEL,
-                "tokenizer": str(model_dir),
+                "tokenizer": str(hf_model_dir),
                 "max_concurrent": 2,
                 **profile,
             }
@@ -96,8 +96,8 @@ def remote_daemon(root: Path, engine_url: str, config: dict[str, Any], **env: st
 
 
 @pytest.fixture(scope="module")
-def daemon(engine: LlamaServer, model_dir: Path, workdir: Path) -> Iterator[Daemon]:
-    config = remote_config(engine.url, model_dir, api_key_file=str(key_file(workdir, API_KEY)))
+def daemon(engine: LlamaServer, hf_model_dir: Path, workdir: Path) -> Iterator[Daemon]:
+    config = remote_config(engine.url, hf_model_dir, api_key_file=str(key_file(workdir, API_KEY)))
     started = remote_daemon(workdir / "d", engine.url, config).start()
     try:
         started.wait_for("ready")
@@ -117,14 +117,14 @@ def _exact_budget(budget: dict[str, Any]) -> None:
     assert budget["input_budget"] + budget["max_tokens"] <= budget["context_length"] == 2048
 
 
-def test_completion_and_chat_come_from_the_engine(daemon: Daemon, model_dir: Path) -> None:
+def test_completion_and_chat_come_from_the_engine(daemon: Daemon, hf_model_dir: Path) -> None:
     prompt = "1, 2, 3, 4,"
     status, answer = _post(
         daemon, "/v1/completions", {"prompt": prompt, "max_tokens": 6, "temperature": 0}
     )
     assert status == 200, answer
     assert answer["choices"][0]["text"].strip().startswith("5")
-    local = LocalTokenizer(model_dir / "tokenizer.json")
+    local = LocalTokenizer(hf_model_dir / "tokenizer.json")
     assert answer["usage"]["prompt_tokens"] == len(local.encode(prompt))
     assert answer["usage"]["completion_tokens"] >= 1
     status, answer = _post(
@@ -158,9 +158,9 @@ def test_a_long_file_is_cut_by_exact_counts(daemon: Daemon) -> None:
 
 
 def test_the_local_tokenizer_counts_what_the_engine_counts(
-    engine: LlamaServer, model_dir: Path
+    engine: LlamaServer, hf_model_dir: Path
 ) -> None:
-    local = LocalTokenizer(model_dir / "tokenizer.json")
+    local = LocalTokenizer(hf_model_dir / "tokenizer.json")
     texts = [
         "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n",
         "def f(x):\n\treturn x  # ünïcode 日本語\n",
@@ -244,9 +244,9 @@ def test_a_client_that_leaves_stops_the_engine(daemon: Daemon, engine: LlamaServ
 
 
 def test_a_wrong_key_is_a_clear_error_without_the_key(
-    engine: LlamaServer, model_dir: Path, workdir: Path
+    engine: LlamaServer, hf_model_dir: Path, workdir: Path
 ) -> None:
-    config = remote_config(engine.url, model_dir, api_key_env="QWEND_TEST_ENGINE_KEY")
+    config = remote_config(engine.url, hf_model_dir, api_key_env="QWEND_TEST_ENGINE_KEY")
     wrong = remote_daemon(workdir / "wrong", engine.url, config, QWEND_TEST_ENGINE_KEY=WRONG_KEY)
     try:
         wrong.start().wait_for("ready")
@@ -266,9 +266,9 @@ def test_a_wrong_key_is_a_clear_error_without_the_key(
         wrong.stop()
 
 
-def test_engine_down_then_up(gguf: Path, model_dir: Path, workdir: Path, tmp_path: Path) -> None:
+def test_engine_down_then_up(gguf: Path, hf_model_dir: Path, workdir: Path, tmp_path: Path) -> None:
     server = LlamaServer(gguf, tmp_path / "engine.log", api_key=API_KEY).start()
-    config = remote_config(server.url, model_dir, api_key_env="QWEND_TEST_ENGINE_KEY")
+    config = remote_config(server.url, hf_model_dir, api_key_env="QWEND_TEST_ENGINE_KEY")
     daemon = remote_daemon(workdir / "downup", server.url, config, QWEND_TEST_ENGINE_KEY=API_KEY)
     ask = {"prompt": "1, 2,", "max_tokens": 3}
     try:
@@ -295,15 +295,15 @@ def test_engine_down_then_up(gguf: Path, model_dir: Path, workdir: Path, tmp_pat
 
 
 def test_engine_tokenizer_counts_with_the_engines_endpoint(
-    engine: LlamaServer, model_dir: Path, workdir: Path
+    engine: LlamaServer, hf_model_dir: Path, workdir: Path
 ) -> None:
-    config = remote_config(engine.url, model_dir, tokenizer="engine", api_key_env="QWEND_TEST_K")
+    config = remote_config(engine.url, hf_model_dir, tokenizer="engine", api_key_env="QWEND_TEST_K")
     counted = remote_daemon(workdir / "tok", engine.url, config, QWEND_TEST_K=API_KEY)
     try:
         counted.start().wait_for("ready")
         status, answer = _post(counted, "/v1/tokenize", {"text": "def f(x):\n    return x\n"})
         assert status == 200, answer
-        local = LocalTokenizer(model_dir / "tokenizer.json")
+        local = LocalTokenizer(hf_model_dir / "tokenizer.json")
         assert answer["ids"] == local.encode("def f(x):\n    return x\n")
         status, answer = _post(
             counted, "/v1/tasks/docstring", {**INPUTS["docstring"], "max_tokens": 6}
@@ -319,12 +319,12 @@ def test_no_connection_leaves_the_machine(daemon: Daemon) -> None:
     assert not guard.exists() or not guard.read_text().strip(), guard.read_text()
 
 
-def test_serve_refuses_a_key_file_others_can_read(model_dir: Path, workdir: Path) -> None:
+def test_serve_refuses_a_key_file_others_can_read(hf_model_dir: Path, workdir: Path) -> None:
     folder = workdir / "public-key"
     folder.mkdir()
     key = key_file(folder, API_KEY)
     key.chmod(0o644)
-    config = remote_config("http://127.0.0.1:9", model_dir, api_key_file=str(key))
+    config = remote_config("http://127.0.0.1:9", hf_model_dir, api_key_file=str(key))
     refused = remote_daemon(workdir / "refused", "http://127.0.0.1:9", config)
     process = refused.start().process
     assert process is not None

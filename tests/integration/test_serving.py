@@ -83,7 +83,7 @@ def test_health_and_status_report_the_resident_model(shared_daemon: Daemon) -> N
         "suspended": 0,
     }
     assert info["scheduling"]["lanes"] == ["completion", "interactive", "background"]
-    assert info["scheduling"]["suspend_mode"] == "keep"  # the transformers backend
+    assert info["scheduling"]["suspend_mode"] == "reprefill"  # the llama.cpp backend
     assert info["uptime_s"] > 0
     assert info["config_files"][-1] == str(shared_daemon.config_path)
 
