@@ -25,6 +25,7 @@ MAX_STOP_STRINGS = 16  # OpenAI allows 4; a few more help FIM clients
 MAX_STOP_CHARS = 256
 MAX_SNIPPETS = 64  # more files than any prompt could hold anyway
 MAX_PATH_CHARS = 4096  # PATH_MAX on Linux; paths are labels here, never opened
+MAX_LANGUAGE_CHARS = 64  # a language id (a code fence's tag); LSP ids are short words
 MAX_EMBEDDING_INPUTS = 256
 
 Temperature = Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)]
@@ -145,7 +146,7 @@ class Snippet(_Body):
 class CompleteInput(_TaskBody):
     prefix: str
     suffix: str = ""
-    language: str = Field(default="", max_length=64)
+    language: str = Field(default="", max_length=MAX_LANGUAGE_CHARS)
     path: str = Field(default="", max_length=MAX_PATH_CHARS)
     repo: str = Field(default="", max_length=256)
     snippets: list[Snippet] = Field(default_factory=list, max_length=MAX_SNIPPETS)
@@ -153,7 +154,7 @@ class CompleteInput(_TaskBody):
 
 class CodeInput(_TaskBody):
     code: str = Field(min_length=1)
-    language: str = Field(default="", max_length=64)
+    language: str = Field(default="", max_length=MAX_LANGUAGE_CHARS)
     path: str = Field(default="", max_length=MAX_PATH_CHARS)
     context: str = ""
     instruction: str = ""

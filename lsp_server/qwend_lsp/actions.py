@@ -49,7 +49,6 @@ CODE_ACTIONS: Final = (
     ActionSpec("qwend.fix", "fix", "qwend: Fix this code", t.CodeActionKind.QuickFix),
 )
 CODE_ACTION_KINDS: Final = sorted({spec.kind for spec in CODE_ACTIONS})
-EXTRA_COMMANDS: Final = ("qwend.commitMessage", "qwend.ask")
 PROSE_TASKS: Final = frozenset({"explain"})
 
 _FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:```|\Z)", re.DOTALL)

@@ -29,18 +29,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from lsprotocol import types as t
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.progress import Progress
+from pygls.workspace import TextDocument
 
+from qwend.protocol import MAX_LANGUAGE_CHARS
 from qwend_lsp import actions
 from qwend_lsp.daemon_link import DaemonDown, DaemonRequestError
-
-if TYPE_CHECKING:
-    from qwend_lsp.server import QwendServer
 
 REQUEST_FAILED: Final = int(t.LSPErrorCodes.RequestFailed)
 MAX_DIFF_CHARS: Final = 200_000
@@ -55,13 +57,33 @@ TITLES: Final = {
 }
 
 
+@dataclass(frozen=True)
+class Host:
+    """What a command needs from the language server, and nothing more.
+
+    server.py builds one per command, inside the handler (``request`` is the
+    future of the executeCommand request being handled).
+    """
+
+    ask: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]  # one daemon task
+    document: Callable[[str], TextDocument]
+    label: Callable[[str], str]  # a uri as the prompts name it
+    apply_edit: Callable[[t.ApplyWorkspaceEditParams], Awaitable[t.ApplyWorkspaceEditResult]]
+    show_message: Callable[[t.ShowMessageParams], None]
+    progress: Progress | None  # None: the client shows no $/progress
+    request: Future[Any] | None  # cancelled by $/cancelRequest
+    root: str | None  # the workspace root
+    task_max_tokens: int | None
+    prose_messages: bool
+
+
 def request_failed(exc: Exception) -> JsonRpcException:
     """The JSON-RPC error a daemon failure becomes (RequestFailed, -32803)."""
     return JsonRpcException(message=str(exc), code=REQUEST_FAILED)
 
 
 @contextlib.asynccontextmanager
-async def progress(ls: QwendServer, title: str) -> AsyncIterator[Callable[[str], None]]:
+async def progress(host: Host, title: str) -> AsyncIterator[Callable[[str], None]]:
     """Report $/progress around a block; cancelling the progress cancels the block's task."""
     me = asyncio.current_task()
     loop = asyncio.get_running_loop()
@@ -71,22 +93,22 @@ async def progress(ls: QwendServer, title: str) -> AsyncIterator[Callable[[str],
             loop.call_soon_threadsafe(me.cancel)
 
     # $/cancelRequest on the executeCommand request (pygls would only answer -32800).
-    outer = ls.protocol._request_futures.get(ls.protocol.msg_id) if ls.protocol.msg_id else None
-    if outer is not None:
-        outer.add_done_callback(cancel_me)
-    if not ls.supports_progress():
+    if host.request is not None:
+        host.request.add_done_callback(cancel_me)
+    reporter = host.progress
+    if reporter is None:
         yield lambda message: None
         return
     token = str(uuid.uuid4())
-    await ls.work_done_progress.create_async(token)
-    ls.work_done_progress.begin(
+    await reporter.create_async(token)
+    reporter.begin(
         token,
         t.WorkDoneProgressBegin(title=title, cancellable=True, message="waiting for the model"),
     )
-    ls.work_done_progress.tokens[token].add_done_callback(cancel_me)
+    reporter.tokens[token].add_done_callback(cancel_me)
 
     def report(message: str) -> None:
-        ls.work_done_progress.report(token, t.WorkDoneProgressReport(message=message))
+        reporter.report(token, t.WorkDoneProgressReport(message=message))
 
     outcome = "cancelled"
     try:
@@ -96,26 +118,26 @@ async def progress(ls: QwendServer, title: str) -> AsyncIterator[Callable[[str],
         outcome = f"failed: {exc}"
         raise
     finally:
-        ls.work_done_progress.end(token, t.WorkDoneProgressEnd(message=outcome))
+        reporter.end(token, t.WorkDoneProgressEnd(message=outcome))
 
 
-async def ask_daemon(ls: QwendServer, task: str, body: dict[str, Any]) -> dict[str, Any]:
+async def ask_daemon(host: Host, task: str, body: dict[str, Any]) -> dict[str, Any]:
     """Run one task with progress; DaemonDown and daemon errors become RequestFailed."""
-    if ls.options.task_max_tokens is not None:
-        body.setdefault("max_tokens", ls.options.task_max_tokens)
+    if host.task_max_tokens is not None:
+        body.setdefault("max_tokens", host.task_max_tokens)
     try:
-        async with progress(ls, TITLES.get(task, f"qwend: {task}")):
-            return await ls.link.task(task, body)
+        async with progress(host, TITLES.get(task, f"qwend: {task}")):
+            return await host.ask(task, body)
     except (DaemonDown, DaemonRequestError) as exc:
         raise request_failed(exc) from None
 
 
-async def run_code_task(ls: QwendServer, task: str, args: tuple[Any, ...]) -> dict[str, Any]:
+async def run_code_task(host: Host, task: str, args: tuple[Any, ...]) -> dict[str, Any]:
     """explain / refactor / docstring / tests / fix on a selection."""
     if len(args) != 1 or not isinstance(args[0], dict) or "uri" not in args[0]:
         raise JsonRpcInvalidParams(f"qwend.{task} takes one object {{uri, range}}")
     uri = str(args[0]["uri"])
-    doc = ls.workspace.get_text_document(uri)
+    doc = host.document(uri)
     lines = list(doc.lines)
     try:
         selection = actions.effective_range(lines, actions.parse_range(args[0].get("range")))
@@ -127,19 +149,19 @@ async def run_code_task(ls: QwendServer, task: str, args: tuple[Any, ...]) -> di
         raise JsonRpcInvalidParams("the selection is empty")
     body: dict[str, Any] = {
         "code": code,
-        "language": (doc.language_id or "")[:64],
-        "path": ls.label(uri),
+        "language": (doc.language_id or "")[:MAX_LANGUAGE_CHARS],
+        "path": host.label(uri),
         "context": actions.surrounding(lines, selection),
     }
     if args[0].get("instruction"):
         body["instruction"] = str(args[0]["instruction"])
     try:
-        answer = await ask_daemon(ls, task, body)
+        answer = await ask_daemon(host, task, body)
     except asyncio.CancelledError:
         return {"cancelled": True}
     text = str(answer.get("text", ""))
     if task in actions.PROSE_TASKS:
-        return show_prose(ls, f"qwend: {task}", text)
+        return show_prose(host, f"qwend: {task}", text)
     try:
         if task == "docstring":
             edit = actions.docstring_edit(uri, doc.language_id or "", lines, selection, text)
@@ -151,22 +173,20 @@ async def run_code_task(ls: QwendServer, task: str, args: tuple[Any, ...]) -> di
         raise JsonRpcException(
             message=f"qwend {task}: {exc}; the file was not changed", code=REQUEST_FAILED
         ) from None
-    result = await ls.workspace_apply_edit_async(
-        t.ApplyWorkspaceEditParams(edit=edit, label=f"qwend: {task}")
-    )
+    result = await host.apply_edit(t.ApplyWorkspaceEditParams(edit=edit, label=f"qwend: {task}"))
     return {"applied": result.applied, "text": text}
 
 
-def show_prose(ls: QwendServer, title: str, text: str) -> dict[str, Any]:
+def show_prose(host: Host, title: str, text: str) -> dict[str, Any]:
     """The prose result; also a showMessage unless the client shows results itself."""
-    if ls.options.prose_messages:
-        ls.window_show_message(
+    if host.prose_messages:
+        host.show_message(
             t.ShowMessageParams(type=t.MessageType.Info, message=f"{title}\n\n{text}")
         )
     return {"text": text}
 
 
-async def run_ask(ls: QwendServer, args: tuple[Any, ...]) -> dict[str, Any]:
+async def run_ask(host: Host, args: tuple[Any, ...]) -> dict[str, Any]:
     """qwend.ask: a question, optionally about a selection."""
     arg = args[0] if len(args) == 1 else None
     question = (
@@ -176,7 +196,7 @@ async def run_ask(ls: QwendServer, args: tuple[Any, ...]) -> dict[str, Any]:
         raise JsonRpcInvalidParams('qwend.ask takes a question string or {"question": ...}')
     content = question
     if isinstance(arg, dict) and arg.get("uri") and arg.get("range"):
-        doc = ls.workspace.get_text_document(str(arg["uri"]))
+        doc = host.document(str(arg["uri"]))
         try:
             selection = actions.parse_range(arg["range"])
         except ValueError as exc:
@@ -184,10 +204,12 @@ async def run_ask(ls: QwendServer, args: tuple[Any, ...]) -> dict[str, Any]:
         start, end = doc.offset_at_position(selection.start), doc.offset_at_position(selection.end)
         content = f"{question}\n\n```{doc.language_id or ''}\n{doc.source[start:end]}\n```"
     try:
-        answer = await ask_daemon(ls, "chat", {"messages": [{"role": "user", "content": content}]})
+        answer = await ask_daemon(
+            host, "chat", {"messages": [{"role": "user", "content": content}]}
+        )
     except asyncio.CancelledError:
         return {"cancelled": True}
-    return show_prose(ls, "qwend", str(answer.get("text", "")))
+    return show_prose(host, "qwend", str(answer.get("text", "")))
 
 
 async def staged_diff(root: Path) -> str:
@@ -212,15 +234,15 @@ async def staged_diff(root: Path) -> str:
     return diff[:MAX_DIFF_CHARS]
 
 
-async def run_commit_message(ls: QwendServer, args: tuple[Any, ...]) -> dict[str, Any]:
+async def run_commit_message(host: Host, args: tuple[Any, ...]) -> dict[str, Any]:
     arg = args[0] if args else None
     root = arg.get("root") if isinstance(arg, dict) else None
-    root = root or ls.workspace.root_path
+    root = root or host.root
     if not root:
         raise JsonRpcException(message="no workspace root to run git in", code=REQUEST_FAILED)
     diff = await staged_diff(Path(root))
     try:
-        answer = await ask_daemon(ls, "commit_message", {"diff": diff})
+        answer = await ask_daemon(host, "commit_message", {"diff": diff})
     except asyncio.CancelledError:
         return {"cancelled": True}
-    return show_prose(ls, "qwend: commit message", str(answer.get("text", "")).strip())
+    return show_prose(host, "qwend: commit message", str(answer.get("text", "")).strip())

@@ -19,10 +19,12 @@ cursor (``shape_completion``).
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
+
+from qwend.protocol import MAX_PATH_CHARS, MAX_SNIPPETS
 
 BLOCK_OPENERS: Final = (":", "{", "=>", "->", " do", " then")
 CLOSERS: Final = frozenset(")]}>\"'`;,")
@@ -195,9 +197,6 @@ def _typed_ahead(prefix: str, old_tail: str, text: str) -> int | None:
 # -- context from the other open documents -------------------------------------------
 
 
-_WORD = re.compile(r"\S")
-
-
 class RecentDocuments:
     """Open documents in the order they were last edited (newest first)."""
 
@@ -228,5 +227,29 @@ def snippet_score(rank: int) -> float:
     return round(1.0 / (rank + 1), 4)
 
 
-def has_text(text: str) -> bool:
-    return _WORD.search(text) is not None
+def snippets(
+    uris: list[str],
+    read: Callable[[str], str | None],
+    label: Callable[[str], str],
+    max_snippets: int,
+    snippet_chars: int,
+) -> list[dict[str, Any]]:
+    """The ``snippets`` of a complete request: the start of each document in ``uris``
+    (most recently edited first, so the highest score first), skipping blank and
+    unknown ones; ``read`` gives a document's text or None."""
+    found: list[dict[str, Any]] = []
+    limit = min(max_snippets, MAX_SNIPPETS)
+    for rank, uri in enumerate(uris):
+        if len(found) >= limit:
+            break
+        text = read(uri)
+        if text is None or not text.strip():
+            continue
+        found.append(
+            {
+                "path": label(uri)[:MAX_PATH_CHARS],
+                "text": snippet_text(text, snippet_chars),
+                "score": snippet_score(rank),
+            }
+        )
+    return found

@@ -19,6 +19,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from qwend.protocol import MAX_LANGUAGE_CHARS, MAX_PATH_CHARS
 from qwend_lsp.completion import CompletionCache, CursorContext, cursor_context, shape_completion
 from qwend_lsp.daemon_link import DaemonLink
 from qwend_lsp.options import Options
@@ -74,8 +75,8 @@ class InlineCompleter:
         body: dict[str, Any] = {
             "prefix": ctx.prefix,
             "suffix": ctx.suffix,
-            "language": request.language[:64],
-            "path": request.path[:4096],
+            "language": request.language[:MAX_LANGUAGE_CHARS],
+            "path": request.path[:MAX_PATH_CHARS],
             "snippets": request.snippets,
         }
         if not ctx.multiline:
