@@ -10,8 +10,16 @@ daemon drops the job. A cancelled command answers ``{"cancelled": true}``.
 Results:
 
 - code (refactor, docstring, tests, fix): a ``workspace/applyEdit`` the editor
-  applies (see actions.py for where each edit goes); the result is
-  ``{"applied": bool, "text": answer}``.
+  applies (see actions.py and edits.py for where each edit goes); the result
+  is ``{"applied": bool, "text": answer, "uri": changed file, "check":
+  "passed" | "skipped: why"}``. Tests land in a new file, opened for the
+  user with ``window/showDocument``.
+- checked first (syntax/checks.py): a cut-off answer (finish reason
+  ``length``, or an unclosed fence) and an edit after which a document that
+  parsed would no longer parse are refused: nothing is written, the result
+  is ``{"applied": false, "refused": message, "text": answer, "line"?}``,
+  and (unless ``proseMessages`` is off) the message is shown as a Warning
+  and the answer opened for reading (answers.py).
 - prose (explain, commitMessage, ask): the text is the command's result
   ``{"text": ...}`` and is also shown with ``window/showMessage`` (Info),
   unless the ``proseMessages`` option is off.
@@ -32,17 +40,19 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
 from lsprotocol import types as t
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.progress import Progress
+from pygls.uris import from_fs_path
 from pygls.workspace import TextDocument
 
 from qwend.protocol import MAX_LANGUAGE_CHARS
-from qwend_lsp import actions
+from qwend_lsp import actions, answers, commit_message, edits
 from qwend_lsp.daemon_link import DaemonDown, DaemonRequestError
+from qwend_lsp.syntax import checks, languages, testfiles
 
 REQUEST_FAILED: Final = int(t.LSPErrorCodes.RequestFailed)
 MAX_DIFF_CHARS: Final = 200_000
@@ -75,6 +85,10 @@ class Host:
     root: str | None  # the workspace root
     task_max_tokens: int | None
     prose_messages: bool
+    # None: the client cannot open documents (window/showDocument).
+    show_document: Callable[[t.ShowDocumentParams], Awaitable[t.ShowDocumentResult]] | None
+    can_create_files: bool  # WorkspaceEdit CreateFile (resource operations)
+    noted: set[str]  # languages already told that their edits go unchecked
 
 
 def request_failed(exc: Exception) -> JsonRpcException:
@@ -133,14 +147,16 @@ async def ask_daemon(host: Host, task: str, body: dict[str, Any]) -> dict[str, A
 
 
 async def run_code_task(host: Host, task: str, args: tuple[Any, ...]) -> dict[str, Any]:
-    """explain / refactor / docstring / tests / fix on a selection."""
+    """explain / refactor / docstring / tests / fix on a selection (or the unit at the cursor)."""
     if len(args) != 1 or not isinstance(args[0], dict) or "uri" not in args[0]:
         raise JsonRpcInvalidParams(f"qwend.{task} takes one object {{uri, range}}")
     uri = str(args[0]["uri"])
     doc = host.document(uri)
     lines = list(doc.lines)
+    language = languages.language_name(doc.language_id or "", edits.file_path(uri) or "")
+    parsed = languages.parse(language, doc.source)
     try:
-        selection = actions.effective_range(lines, actions.parse_range(args[0].get("range")))
+        selection = actions.target_range(lines, actions.parse_range(args[0].get("range")), parsed)
     except ValueError as exc:
         raise JsonRpcInvalidParams(str(exc)) from None
     start, end = doc.offset_at_position(selection.start), doc.offset_at_position(selection.end)
@@ -162,19 +178,110 @@ async def run_code_task(host: Host, task: str, args: tuple[Any, ...]) -> dict[st
     text = str(answer.get("text", ""))
     if task in actions.PROSE_TASKS:
         return show_prose(host, f"qwend: {task}", text)
+    result = await edit_from_answer(host, task, doc, language, selection, answer, parsed)
+    return {**result, "finish_reason": answer.get("finish_reason")}
+
+
+async def edit_from_answer(
+    host: Host,
+    task: str,
+    doc: TextDocument,
+    language: str,
+    selection: t.Range,
+    answer: dict[str, Any],
+    parsed: languages.Parsed | None,
+) -> dict[str, Any]:
+    """Check the answer, plan its edit, check the edit, then apply it (or refuse)."""
+    uri, text = doc.uri, str(answer.get("text", ""))
+    reason = checks.cut_off(answer.get("finish_reason"), text)
+    if reason is not None:
+        limit = answer.get("sampling", {}).get("max_tokens")
+        hint = checks.raise_limit_hint(task, limit)
+        return await refuse(host, task, uri, f"{reason}; the file was not changed. {hint}", text)
     try:
-        if task == "docstring":
-            edit = actions.docstring_edit(uri, doc.language_id or "", lines, selection, text)
-        elif task == "tests":
-            edit = actions.append_edit(uri, lines, text)
-        else:
-            edit = actions.replace_edit(uri, lines, selection, text)
+        plan = await plan_edit(host, task, doc, language, selection, text, parsed)
     except actions.EmptyAnswer as exc:
         raise JsonRpcException(
             message=f"qwend {task}: {exc}; the file was not changed", code=REQUEST_FAILED
         ) from None
-    result = await host.apply_edit(t.ApplyWorkspaceEditParams(edit=edit, label=f"qwend: {task}"))
-    return {"applied": result.applied, "text": text}
+    except edits.NoPlace as exc:
+        return await refuse(host, task, uri, f"{exc}; nothing was written", text)
+    verdict = checks.parse_after(language, plan.before, plan.after)
+    if not verdict.ok:
+        message = f"{verdict.note}, so it was not changed; the answer is shown instead"
+        return await refuse(host, task, uri, message, text, line=verdict.error_line)
+    if not verdict.checked:
+        note_unchecked(host, language, verdict.note)
+    applied = await apply_plan(host, task, plan)
+    return {"applied": applied, "text": text, "uri": plan.target_uri, "check": verdict.as_result()}
+
+
+async def plan_edit(
+    host: Host,
+    task: str,
+    doc: TextDocument,
+    language: str,
+    selection: t.Range,
+    text: str,
+    parsed: languages.Parsed | None,
+) -> edits.Plan:
+    if task != "tests":
+        return edits.code_edit(task, doc, language, selection, text, parsed)
+    existing = None
+    source_path = edits.file_path(doc.uri)
+    if source_path is not None:
+        target = testfiles.file_for_tests(PurePosixPath(source_path), language)
+        if target is not None and Path(str(target)).exists():
+            existing = host.document(from_fs_path(str(target)) or f"file://{target}")
+    return edits.tests_edit(doc.uri, language, text, existing, host.can_create_files)
+
+
+async def apply_plan(host: Host, task: str, plan: edits.Plan) -> bool:
+    """Send the edit (or write the new file) and open the target when the plan says so."""
+    if plan.edit is not None:
+        result = await host.apply_edit(
+            t.ApplyWorkspaceEditParams(edit=plan.edit, label=f"qwend: {task}")
+        )
+        applied = result.applied
+    else:
+        assert plan.write_to is not None
+        plan.write_to.parent.mkdir(parents=True, exist_ok=True)
+        with plan.write_to.open("x", encoding="utf-8") as out:  # never over a file
+            out.write(plan.after)
+        applied = True
+    if applied and plan.opens and host.show_document is not None:
+        await host.show_document(t.ShowDocumentParams(uri=plan.target_uri, take_focus=True))
+    return applied
+
+
+async def refuse(
+    host: Host, task: str, uri: str, reason: str, text: str, line: int | None = None
+) -> dict[str, Any]:
+    """Nothing is written: say why, and offer the answer for reading."""
+    message = f"qwend {task}: {reason}"
+    result: dict[str, Any] = {"applied": False, "refused": message, "text": text}
+    if line is not None:
+        result["line"] = line
+    if host.prose_messages:
+        host.show_message(t.ShowMessageParams(type=t.MessageType.Warning, message=message))
+        if host.show_document is not None and text.strip():
+            path = answers.write_answer(task, host.label(uri), message, text)
+            result["answer_uri"] = path.as_uri()
+            await host.show_document(t.ShowDocumentParams(uri=path.as_uri(), take_focus=False))
+    return result
+
+
+def note_unchecked(host: Host, language: str, note: str) -> None:
+    """Say once per language that its edits go unchecked (no grammar)."""
+    if language in host.noted or not note.startswith("skipped: no grammar"):
+        return
+    host.noted.add(language)
+    host.show_message(
+        t.ShowMessageParams(
+            type=t.MessageType.Info,
+            message=f"qwend: {note}: edits in this language are not syntax-checked",
+        )
+    )
 
 
 def show_prose(host: Host, title: str, text: str) -> dict[str, Any]:
@@ -245,4 +352,5 @@ async def run_commit_message(host: Host, args: tuple[Any, ...]) -> dict[str, Any
         answer = await ask_daemon(host, "commit_message", {"diff": diff})
     except asyncio.CancelledError:
         return {"cancelled": True}
-    return show_prose(host, "qwend: commit message", str(answer.get("text", "")).strip())
+    message = commit_message.clean(str(answer.get("text", "")), diff)
+    return show_prose(host, "qwend: commit message", message)

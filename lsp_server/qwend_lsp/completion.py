@@ -127,6 +127,12 @@ def _trim_overlap(text: str, after: str) -> str:
     return text
 
 
+def with_selected(text: str, start: int, end: int, selected: str) -> tuple[str, int]:
+    """The document as if the suggestion selected in the editor's list replaced
+    ``text[start:end]``, and the cursor after it (LSP 3.18 ``selectedCompletionInfo``)."""
+    return text[:start] + selected + text[end:], start + len(selected)
+
+
 # -- the typed-ahead cache ---------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ from pygls.lsp.server import LanguageServer
 from qwend import __version__
 from qwend_lsp import commands, pygls_compat
 from qwend_lsp.actions import CODE_ACTION_KINDS, CODE_ACTIONS, code_actions
-from qwend_lsp.completion import RecentDocuments, snippets
+from qwend_lsp.completion import RecentDocuments, snippets, with_selected
 from qwend_lsp.daemon_link import DaemonDown, DaemonLink, DaemonRequestError, LinkStatus
 from qwend_lsp.inline import InlineCompleter, InlineRequest
 from qwend_lsp.options import Options, parse_options
@@ -41,6 +41,10 @@ STATUS_METHOD: Final = "qwend/status"
 PARENT_POLL_S: Final = 3.0
 LOADING_STATES: Final = frozenset({"starting", "loading", "swapping"})
 _WORD_BEFORE = re.compile(r"[\w$]*$")
+# Clients whose completion popup is Vim's complete(), which inserts a newline as a
+# NUL byte: Neovim, Vim, vim-lsp, coc.nvim, vim-lsc (by initialize's clientInfo.name).
+SINGLE_LINE_CLIENTS: Final = re.compile(r"vim", re.IGNORECASE)
+WARM_UP: Final = {"prefix": "def ", "max_tokens": 1, "temperature": 0}  # one token: cheap
 
 
 def converter_factory() -> Converter:
@@ -84,6 +88,9 @@ class QwendServer(LanguageServer):
         self.completer = InlineCompleter(self.link, self.options)
         self.recent = RecentDocuments()
         self.fallback_completion = False
+        self.multiline_items = True
+        self._last_state = ""
+        self.noted_languages: set[str] = set()
         self._loading_updates: asyncio.Queue[LinkStatus] | None = None
 
     # -- set-up -------------------------------------------------------------------
@@ -96,6 +103,11 @@ class QwendServer(LanguageServer):
             text_document = params.capabilities.text_document
             fallback = text_document is None or text_document.inline_completion is None
         self.fallback_completion = fallback
+        multiline = self.options.completion_multiline
+        if multiline is None:
+            name = params.client_info.name if params.client_info else ""
+            multiline = not SINGLE_LINE_CLIENTS.search(name)
+        self.multiline_items = multiline
         if problems:
             self.window_show_message(
                 t.ShowMessageParams(
@@ -127,6 +139,17 @@ class QwendServer(LanguageServer):
         self.protocol.notify(STATUS_METHOD, status.as_dict())
         if self._loading_updates is not None:
             self._loading_updates.put_nowait(status)
+        became_ready = status.state == "ready" and self._last_state != "ready"
+        self._last_state = status.state
+        if became_ready and self.options.warm_up:
+            asyncio.get_running_loop().create_task(self.warm_up())
+
+    async def warm_up(self) -> None:
+        """One tiny completion as soon as the daemon is ready, so that the first
+        keystroke does not pay for the model's first run (14 s on a CPU, then 0.5 s)."""
+        with contextlib.suppress(DaemonDown, DaemonRequestError):
+            await self.link.task("complete", dict(WARM_UP))
+            log.info("warmed the model up")
 
     async def report_loading(self) -> None:
         """One $/progress while the daemon starts or loads its model."""
@@ -150,20 +173,38 @@ class QwendServer(LanguageServer):
 
     # -- inline completion ---------------------------------------------------------
 
-    async def inline_text(self, uri: str, position: t.Position, automatic: bool) -> str | None:
+    async def inline_text(
+        self,
+        uri: str,
+        position: t.Position,
+        automatic: bool,
+        selected: t.SelectedCompletionInfo | None = None,
+        single_line: bool = False,
+    ) -> str | None:
+        """The completion at ``position``; after ``selected``'s text when the editor's
+        suggestion list has an item selected (the answer then starts with that text)."""
         doc = self.workspace.get_text_document(uri)
+        text, offset = doc.source, doc.offset_at_position(position)
+        if selected is not None:
+            start = doc.offset_at_position(selected.range.start)
+            end = doc.offset_at_position(selected.range.end)
+            text, offset = with_selected(text, start, end, selected.text)
         request = InlineRequest(
             uri=uri,
-            text=doc.source,
-            offset=doc.offset_at_position(position),
+            text=text,
+            offset=offset,
             language=doc.language_id or "",
             path=self.label(uri),
             snippets=self.snippets(uri),
+            single_line=single_line,
         )
         try:
-            return await self.completer.complete(request, automatic)
+            answer = await self.completer.complete(request, automatic)
         except (DaemonDown, DaemonRequestError) as exc:
             raise commands.request_failed(exc) from None
+        if answer and selected is not None:
+            return selected.text + answer
+        return answer
 
     def snippets(self, uri: str) -> list[dict[str, Any]]:
         """Other open documents, most recently edited first (higher score)."""
@@ -194,6 +235,22 @@ class QwendServer(LanguageServer):
             root=self.workspace.root_path,
             task_max_tokens=self.options.task_max_tokens,
             prose_messages=self.options.prose_messages,
+            show_document=self.window_show_document_async if self.can_show_documents() else None,
+            can_create_files=self.can_create_files(),
+            noted=self.noted_languages,
+        )
+
+    def can_show_documents(self) -> bool:
+        window = self.client_capabilities.window
+        return bool(window and window.show_document and window.show_document.support)
+
+    def can_create_files(self) -> bool:
+        workspace = self.client_capabilities.workspace
+        edit = workspace.workspace_edit if workspace else None
+        return bool(
+            edit
+            and edit.document_changes
+            and t.ResourceOperationKind.Create in (edit.resource_operations or [])
         )
 
     def shutdown(self) -> None:
@@ -284,18 +341,24 @@ async def inline_completion(
     ls: QwendServer, params: t.InlineCompletionParams
 ) -> t.InlineCompletionList:
     automatic = params.context.trigger_kind == t.InlineCompletionTriggerKind.Automatic
-    text = await ls.inline_text(params.text_document.uri, params.position, automatic)
+    selected = params.context.selected_completion_info
+    text = await ls.inline_text(params.text_document.uri, params.position, automatic, selected)
     if not text:
         return t.InlineCompletionList(items=[])
-    at = t.Range(start=params.position, end=params.position)
+    at = selected.range if selected else t.Range(start=params.position, end=params.position)
     return t.InlineCompletionList(items=[t.InlineCompletionItem(insert_text=text, range=at)])
 
 
 async def completion(ls: QwendServer, params: t.CompletionParams) -> t.CompletionList | None:
     if not ls.fallback_completion:
         return None
-    text = await ls.inline_text(params.text_document.uri, params.position, automatic=False)
-    if not text:
+    single = not ls.multiline_items
+    text = await ls.inline_text(
+        params.text_document.uri, params.position, automatic=False, single_line=single
+    )
+    if text and single:
+        text = text.split("\n", 1)[0]  # never a newline: Vim's complete() writes it as NUL
+    if not text or not text.strip():
         return t.CompletionList(is_incomplete=True, items=[])
     return fallback_list(ls, params, text)
 
