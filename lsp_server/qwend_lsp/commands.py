@@ -249,8 +249,14 @@ async def apply_plan(host: Host, task: str, plan: edits.Plan) -> bool:
         with plan.write_to.open("x", encoding="utf-8") as out:  # never over a file
             out.write(plan.after)
         applied = True
-    if applied and plan.opens and host.show_document is not None:
-        await host.show_document(t.ShowDocumentParams(uri=plan.target_uri, take_focus=True))
+    if applied and plan.opens:
+        if host.show_document is not None:
+            await host.show_document(t.ShowDocumentParams(uri=plan.target_uri, take_focus=True))
+        else:  # the client cannot open it for the user (Neovim 0.7): say where it is
+            where = edits.file_path(plan.target_uri) or plan.target_uri
+            host.show_message(
+                t.ShowMessageParams(type=t.MessageType.Info, message=f"qwend {task}: {where}")
+            )
     return applied
 
 

@@ -3,8 +3,11 @@
 Features: textDocument/inlineCompletion (LSP 3.18), a textDocument/completion
 fallback, code actions with executeCommand commands, the custom
 ``qwend/status`` request and notification, and the daemon's loading
-progress. The handlers stay short; inline.py, commands.py, actions.py and
-daemon_link.py do the work. The server exits on stdin EOF (pygls) and when the
+progress. The handlers stay short; inline.py, commands.py, actions.py,
+edits.py, syntax/ and daemon_link.py do the work. Completion items never
+hold a newline for Vim-family clients (``SINGLE_LINE_CLIENTS``), inline
+completions follow ``selectedCompletionInfo``, and the model is warmed up
+each time the daemon becomes ready. The server exits on stdin EOF (pygls) and when the
 editor process named in ``initialize``'s ``processId`` dies.
 """
 
