@@ -245,9 +245,14 @@ async def apply_plan(host: Host, task: str, plan: edits.Plan) -> bool:
         applied = result.applied
     else:
         assert plan.write_to is not None
-        plan.write_to.parent.mkdir(parents=True, exist_ok=True)
-        with plan.write_to.open("x", encoding="utf-8") as out:  # never over a file
-            out.write(plan.after)
+        try:
+            plan.write_to.parent.mkdir(parents=True, exist_ok=True)
+            with plan.write_to.open("x", encoding="utf-8") as out:  # never over a file
+                out.write(plan.after)
+        except OSError as exc:
+            raise JsonRpcException(
+                message=f"qwend {task}: cannot write {plan.write_to}: {exc}", code=REQUEST_FAILED
+            ) from None
         applied = True
     if applied and plan.opens:
         if host.show_document is not None:
