@@ -10,8 +10,8 @@ tree-sitter. A Neovim client then asks for a completion at each file's block
 opener. The counts are printed (``pytest -s``) and, with
 ``QWEND_EDIT_SAFETY_REPORT=path``, written as JSON after every step (so a
 run stopped early still leaves its counts); docs/editors.md records them.
-``QWEND_EDIT_SAFETY_PLACES=cursor`` runs only the cursor place (half the
-model calls, for a slow machine).
+``QWEND_EDIT_SAFETY_PLACES=cursor`` (or ``selection``) runs one place only
+(half the model calls, for a slow machine).
 """
 
 from __future__ import annotations
@@ -154,7 +154,8 @@ async def test_edits_never_break_a_file(
         documents = {uri: text}
         open_doc(client, uri, text, language=language)
         open_doc(vim, uri, text, language=language)
-        places = [span(cursor, 2, cursor, 2), span(first, 0, last + 1, 0)][: len(PLACES)]
+        named = {"cursor": span(cursor, 2, cursor, 2), "selection": span(first, 0, last + 1, 0)}
+        places = [named[name_] for name_ in PLACES]
         mine = counts["per_language"].setdefault(
             language, {"applied": 0, "broken": 0, "refused": 0}
         )

@@ -82,7 +82,7 @@ local id = vim.lsp.start_client({
   name = 'qwend', cmd = CMD, root_dir = ROOT,
   capabilities = vim.lsp.protocol.make_client_capabilities(),
   init_options = { autoStart = false, debounceMs = 0, maxTokens = 12, temperature = 0,
-                   completionFallback = true, taskMaxTokens = 80, warmUp = false },
+                   completionFallback = true, taskMaxTokens = 60, warmUp = false },
 })
 vim.cmd('edit ' .. ROOT .. '/scale.lua')
 vim.lsp.buf_attach_client(0, id)
@@ -96,11 +96,12 @@ local r = c.request_sync('textDocument/completion', {
 out.completion = r and r.result
 -- The docstring command with the cursor inside the function (no selection):
 -- Neovim applies the workspace/applyEdit itself.
-local d = c.request_sync('workspace/executeCommand', {
+local d, err = c.request_sync('workspace/executeCommand', {
   command = 'qwend.docstring',
   arguments = { { uri = uri, range = { start = { line = 3, character = 2 },
-                                       ['end'] = { line = 3, character = 2 } } } } }, 240000, 0)
+                                       ['end'] = { line = 3, character = 2 } } } } }, 800000, 0)
 out.docstring = d and d.result
+out.docstring_error = err or (d and d.err)
 vim.wait(1000)
 out.lines = vim.api.nvim_buf_get_lines(0, 0, -1, false)
 io.stdout:write(vim.fn.json_encode(out) .. '\n')
@@ -129,12 +130,13 @@ def test_neovim_gets_single_line_items_and_safe_edits(daemon: Daemon, tmp_path: 
         ["nvim", "--headless", "-u", "NONE", "-i", "NONE", "-c", f"luafile {script}"],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1200,  # a loaded CPU can take minutes for 60 tokens
         cwd=tmp_path,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert lines, f"no output from nvim: {done.stdout!r} {done.stderr!r}"
     out = json.loads(lines[-1])
+    assert "docstring" in out, out.get("docstring_error")
     completion = out["completion"]
     items = completion.get("items", []) if isinstance(completion, dict) else []
     for item in items:
