@@ -169,6 +169,19 @@ def open_doc(client: LanguageClient, uri: str, text: str, language: str = "pytho
     )
 
 
+def apply(text: str, edits: list[t.TextEdit]) -> str:
+    """Apply non-overlapping TextEdits (character = code point here: ASCII sources)."""
+    lines = text.splitlines(keepends=True)
+
+    def offset(p: t.Position) -> int:
+        return sum(len(line) for line in lines[: p.line]) + p.character
+
+    for edit in sorted(edits, key=lambda e: offset(e.range.start), reverse=True):
+        start, end = offset(edit.range.start), offset(edit.range.end)
+        text = text[:start] + edit.new_text + text[end:]
+    return text
+
+
 def _metrics(daemon: Daemon) -> list[str]:
     connection, response = daemon.client()._open("GET", "/metrics", None)
     try:

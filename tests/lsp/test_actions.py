@@ -11,26 +11,13 @@ from lsprotocol import types as t
 from pygls.exceptions import JsonRpcException
 
 from tests.integration.conftest import Daemon
-from tests.lsp.conftest import Client, StartLsp, metric, open_doc, wait_until
+from tests.lsp.conftest import Client, StartLsp, apply, metric, open_doc, wait_until
 
 pytestmark = pytest.mark.slow
 
 SOURCE = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))\n"
 RANGE_JSON = {"start": {"line": 0, "character": 0}, "end": {"line": 2, "character": 0}}
 WHOLE_FUNCTION = t.Range(start=t.Position(line=0, character=0), end=t.Position(line=2, character=0))
-
-
-def apply(text: str, edits: list[t.TextEdit]) -> str:
-    """Apply non-overlapping TextEdits (character = code point here: ASCII sources)."""
-    lines = text.splitlines(keepends=True)
-
-    def offset(p: t.Position) -> int:
-        return sum(len(line) for line in lines[: p.line]) + p.character
-
-    for edit in sorted(edits, key=lambda e: offset(e.range.start), reverse=True):
-        start, end = offset(edit.range.start), offset(edit.range.end)
-        text = text[:start] + edit.new_text + text[end:]
-    return text
 
 
 async def test_code_action_refactor_applies_an_edit(daemon: Daemon, start_lsp: StartLsp) -> None:

@@ -30,8 +30,7 @@ from lsprotocol import types as t
 from qwend_lsp.syntax.checks import unclosed_fence
 from qwend_lsp.syntax.languages import parse
 from tests.integration.conftest import MODEL_DIR, Daemon, smollm2_config
-from tests.lsp.conftest import StartLsp, open_doc
-from tests.lsp.test_actions import apply
+from tests.lsp.conftest import StartLsp, apply, open_doc
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,7 @@ from lsprotocol import types as t
 
 from qwend_lsp.syntax.languages import parse
 from tests.integration.conftest import Daemon
-from tests.lsp.conftest import Client, StartLsp, open_doc, task_requests, wait_until
-from tests.lsp.test_actions import apply
+from tests.lsp.conftest import Client, StartLsp, apply, open_doc, task_requests, wait_until
 
 pytestmark = pytest.mark.slow
 
