@@ -200,10 +200,8 @@ async def edit_from_answer(
         return await refuse(host, task, uri, f"{reason}; the file was not changed. {hint}", text)
     try:
         plan = await plan_edit(host, task, doc, language, selection, text, parsed)
-    except actions.EmptyAnswer as exc:
-        raise JsonRpcException(
-            message=f"qwend {task}: {exc}; the file was not changed", code=REQUEST_FAILED
-        ) from None
+    except actions.EmptyAnswer as exc:  # nothing to write: the answer is still shown
+        return await refuse(host, task, uri, f"{exc}; the file was not changed", text)
     except edits.NoPlace as exc:
         return await refuse(host, task, uri, f"{exc}; nothing was written", text)
     verdict = checks.parse_after(language, plan.before, plan.after)
