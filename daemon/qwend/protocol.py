@@ -22,6 +22,7 @@ MAX_STOP_STRINGS = 16  # OpenAI allows 4; a few more help FIM clients
 MAX_STOP_CHARS = 256
 MAX_SNIPPETS = 64  # more files than any prompt could hold anyway
 MAX_PATH_CHARS = 4096  # PATH_MAX on Linux; paths are labels here, never opened
+MAX_LANGUAGE_CHARS = 64  # a language id (a code fence's tag); LSP ids are short words
 MAX_EMBEDDING_INPUTS = 256
 MAX_NUMBER_DIGITS = 4000  # under Python's 4,300-digit int-string limit; fields check range
 _SURROGATE = re.compile("[\ud800-\udfff]")  # only unpaired ones survive json.loads
@@ -136,7 +137,7 @@ class Snippet(_Body):
 class CompleteInput(TaskBody):
     prefix: str
     suffix: str = ""
-    language: str = Field(default="", max_length=64)
+    language: str = Field(default="", max_length=MAX_LANGUAGE_CHARS)
     path: str = Field(default="", max_length=MAX_PATH_CHARS)
     repo: str = Field(default="", max_length=256)
     snippets: list[Snippet] = Field(default_factory=list, max_length=MAX_SNIPPETS)
@@ -144,7 +145,7 @@ class CompleteInput(TaskBody):
 
 class CodeInput(TaskBody):
     code: str = Field(min_length=1)
-    language: str = Field(default="", max_length=64)
+    language: str = Field(default="", max_length=MAX_LANGUAGE_CHARS)
     path: str = Field(default="", max_length=MAX_PATH_CHARS)
     context: str = ""
     instruction: str = ""

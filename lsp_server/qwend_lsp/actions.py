@@ -1,20 +1,25 @@
 """Editor: code actions on a selection and the edits built from the daemon's answers.
 
-Pure helpers on lsprotocol types: which actions a selection gets, and how an
-answer becomes a ``WorkspaceEdit``.
+Pure helpers on lsprotocol types: which actions a selection gets, the range
+an action works on, and how an answer becomes a ``WorkspaceEdit``. The
+syntax rules they use live in ``qwend_lsp.syntax``; the checks an edit must
+pass before it is sent are in commands.py.
 
-- refactor, fix: the selection is replaced by the first fenced code block of
+- The range: the selection; with none, the smallest enclosing function,
+  method or class in whole lines (``syntax.targets``), else the cursor line.
+  The range sent and the range replaced are the same.
+- refactor, fix: the range is replaced by the first fenced code block of
   the answer (the whole answer when it has no fence), re-indented to the
-  selection's indentation.
-- docstring: Python only gets a real docstring, inserted on the line after
-  the ``def``/``class`` header (the first header in the selection, else the
-  nearest one above it; a header spanning lines ends at the line that ends
-  with ``:``), indented one level deeper (4 spaces, or the body's own
-  indentation). The text is the first triple-quoted string of the answer,
-  else its first paragraph of prose. Other languages get a ``/** ... */``
-  block above the selection.
-- tests: the generated code is appended at the end of the same document,
-  after a blank line; the user moves it where it belongs.
+  range's indentation.
+- docstring: in the language's own form and place (``syntax.docstrings``).
+  Python: a string literal as the first statement of the body of the first
+  def/class in the range (else the nearest one above it). Others: a doc
+  comment above the unit. The text is taken out of whatever form the answer
+  used.
+- tests: the generated code goes into a new test file beside the source
+  (``syntax.testfiles``), created through the edit's ``CreateFile``
+  operation, or appended to that test file when it exists; never into the
+  file under edit.
 """
 
 from __future__ import annotations
@@ -24,7 +29,11 @@ import textwrap
 from dataclasses import dataclass
 from typing import Final
 
+import tree_sitter
 from lsprotocol import types as t
+
+from qwend_lsp.syntax import docstrings, targets
+from qwend_lsp.syntax.languages import Parsed
 
 COMMAND_PREFIX: Final = "qwend."
 
@@ -49,11 +58,9 @@ CODE_ACTIONS: Final = (
     ActionSpec("qwend.fix", "fix", "qwend: Fix this code", t.CodeActionKind.QuickFix),
 )
 CODE_ACTION_KINDS: Final = sorted({spec.kind for spec in CODE_ACTIONS})
-EXTRA_COMMANDS: Final = ("qwend.commitMessage", "qwend.ask")
 PROSE_TASKS: Final = frozenset({"explain"})
 
 _FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:```|\Z)", re.DOTALL)
-_TRIPLE = re.compile(r"(\"\"\"|''')(.*?)\1", re.DOTALL)
 _HEADER = re.compile(r"^\s*(async\s+def|def|class)\b")
 
 
@@ -98,6 +105,26 @@ def parse_range(raw: object) -> t.Range:
         )
     except (AssertionError, KeyError, TypeError, ValueError):
         raise ValueError(f"not a range: {raw!r}") from None
+
+
+def target_range(lines: list[str], selection: t.Range, parsed: Parsed | None) -> t.Range:
+    """The selection; with none, the enclosing unit from the tree, else the cursor line."""
+    if selection.start != selection.end or parsed is None:
+        return effective_range(lines, selection)
+    span = targets.enclosing_unit(parsed, selection.start.line)
+    if span is None:
+        return effective_range(lines, selection)
+    return lines_range(lines, span.first, span.last)
+
+
+def lines_range(lines: list[str], first: int, last: int) -> t.Range:
+    """Lines ``first``..``last`` whole: through the last one's newline when it has one."""
+    tail = lines[last] if last < len(lines) else ""
+    if tail.endswith("\n"):
+        end = t.Position(line=last + 1, character=0)
+    else:
+        end = t.Position(line=last, character=len(tail))
+    return t.Range(start=t.Position(line=first, character=0), end=end)
 
 
 def effective_range(lines: list[str], selection: t.Range) -> t.Range:
@@ -146,44 +173,58 @@ def replace_edit(uri: str, lines: list[str], selection: t.Range, answer: str) ->
 
 
 def docstring_edit(
-    uri: str, language: str, lines: list[str], selection: t.Range, answer: str
+    uri: str,
+    language: str,
+    lines: list[str],
+    selection: t.Range,
+    answer: str,
+    parsed: Parsed | None = None,
 ) -> t.WorkspaceEdit:
-    """Insert a docstring for the def/class at the selection (see the module docstring).
+    """Insert a docstring for the unit at the selection (see the module docstring).
 
-    Raises EmptyAnswer rather than insert placeholder text."""
-    text = docstring_text(answer)
+    ``language`` is a syntax.languages name. Raises EmptyAnswer rather than
+    insert placeholder text."""
+    text = docstrings.docstring_text(answer)
     if not text:
         raise EmptyAnswer("the answer held no docstring")
-    if language != "python":
-        line = lines[selection.start.line] if selection.start.line < len(lines) else ""
-        indent = line[: len(line) - len(line.lstrip(" \t"))]
-        body = "\n".join(f"{indent} * {row}".rstrip() for row in text.splitlines())
-        block = f"{indent}/**\n{body}\n{indent} */\n"
-        at = t.Position(line=selection.start.line, character=0)
-        return _edit(uri, t.TextEdit(range=t.Range(start=at, end=at), new_text=block))
-    header = find_header(lines, selection)
-    indent = body_indent(lines, header)
-    rows = text.splitlines()
-    if len(rows) == 1:
-        doc = f'{indent}"""{rows[0]}"""\n'
+    last = max(selection.start.line, selection.end.line - (selection.end.character == 0))
+    node = targets.unit_starting_in(parsed, selection.start.line, last) if parsed else None
+    if language == "python":
+        insertion = _python_docstring(lines, selection, text, node)
     else:
-        inner = "\n".join(f"{indent}{row}".rstrip() for row in rows)
-        doc = f'{indent}"""{inner.lstrip()}\n{indent}"""\n'
-    at = t.Position(line=header + 1, character=0)
-    if header + 1 >= len(lines) and lines and not lines[-1].endswith("\n"):
-        doc = "\n" + doc  # the header is the last line, without a newline
-        at = t.Position(line=header, character=len(lines[header].rstrip("\r\n")))
-    return _edit(uri, t.TextEdit(range=t.Range(start=at, end=at), new_text=doc))
+        line = targets.widen(parsed, node).first if parsed and node else selection.start.line
+        insertion = docstrings.comment_above(language, text, line, _indent_of(lines, line))
+    at = t.Position(line=insertion.line, character=0)
+    new_text = insertion.text
+    if insertion.line >= len(lines) and lines and not lines[-1].endswith("\n"):
+        new_text = "\n" + new_text  # after a last line that has no newline
+        at = t.Position(line=len(lines) - 1, character=len(lines[-1]))
+    return _edit(uri, t.TextEdit(range=t.Range(start=at, end=at), new_text=new_text))
 
 
-def docstring_text(answer: str) -> str:
-    """The docstring the answer proposes: a triple-quoted string, else prose."""
-    match = _TRIPLE.search(answer)
-    if match:
-        return textwrap.dedent(match.group(2)).strip()
-    prose = _FENCE.sub("", answer).strip()
-    paragraph = prose.split("\n\n", 1)[0].strip()
-    return paragraph.replace('"""', "'''")
+def _python_docstring(
+    lines: list[str],
+    selection: t.Range,
+    text: str,
+    node: tree_sitter.Node | None,
+) -> docstrings.Insertion:
+    """Before the first statement of the def/class body; by the header lines without a tree."""
+    body = node.child_by_field_name("body") if node is not None else None
+    statements = body.named_children if body is not None else []
+    colons = [c for c in node.children if c.type == ":"] if node is not None else []
+    if colons and statements and statements[0].start_point.row > colons[-1].start_point.row:
+        # Right under the header (above any comment), at the first statement's indentation.
+        first = statements[0].start_point.row
+        return docstrings.python_docstring(
+            text, colons[-1].start_point.row + 1, _indent_of(lines, first)
+        )
+    header = find_header(lines, selection)
+    return docstrings.python_docstring(text, header + 1, body_indent(lines, header))
+
+
+def _indent_of(lines: list[str], line: int) -> str:
+    text = lines[line] if line < len(lines) else ""
+    return text[: len(text) - len(text.lstrip(" \t"))]
 
 
 def find_header(lines: list[str], selection: t.Range) -> int:
@@ -217,9 +258,29 @@ def body_indent(lines: list[str], header: int) -> str:
     return own + "    "
 
 
-def append_edit(uri: str, lines: list[str], answer: str) -> t.WorkspaceEdit:
-    """Append the answer's first code block at the end of the document (the tests task)."""
-    code = textwrap.dedent(first_code_block(answer))
+def test_code(answer: str) -> str:
+    """The generated tests: the answer's first code block, dedented, ending in one newline."""
+    code = textwrap.dedent(first_code_block(answer)).strip("\n")
+    if not code.strip():
+        raise EmptyAnswer("the answer held no code")
+    return code + "\n"
+
+
+def new_file_edit(uri: str, content: str) -> t.WorkspaceEdit:
+    """Create ``uri`` (never over an existing file) holding ``content``."""
+    create = t.CreateFile(
+        uri=uri, options=t.CreateFileOptions(overwrite=False, ignore_if_exists=True)
+    )
+    start = t.Position(line=0, character=0)
+    insert = t.TextDocumentEdit(
+        text_document=t.OptionalVersionedTextDocumentIdentifier(uri=uri, version=None),
+        edits=[t.TextEdit(range=t.Range(start=start, end=start), new_text=content)],
+    )
+    return t.WorkspaceEdit(document_changes=[create, insert])
+
+
+def append_edit(uri: str, lines: list[str], code: str) -> t.WorkspaceEdit:
+    """Append ``code`` at the end of the document ``lines``, after a blank line."""
     last = len(lines) - 1 if lines else 0
     tail = lines[last] if lines else ""
     end = t.Position(line=last, character=len(tail.rstrip("\r\n")))
@@ -228,7 +289,7 @@ def append_edit(uri: str, lines: list[str], answer: str) -> t.WorkspaceEdit:
         lead = "\n"
     else:
         lead = "\n\n" if lines else ""
-    return _edit(uri, t.TextEdit(range=t.Range(start=end, end=end), new_text=f"{lead}{code}\n"))
+    return _edit(uri, t.TextEdit(range=t.Range(start=end, end=end), new_text=f"{lead}{code}"))
 
 
 def _edit(uri: str, edit: t.TextEdit) -> t.WorkspaceEdit:

@@ -19,10 +19,12 @@ cursor (``shape_completion``).
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
+
+from qwend.protocol import MAX_LANGUAGE_CHARS, MAX_PATH_CHARS, MAX_SNIPPETS
 
 BLOCK_OPENERS: Final = (":", "{", "=>", "->", " do", " then")
 CLOSERS: Final = frozenset(")]}>\"'`;,")
@@ -64,8 +66,8 @@ def complete_body(
     body: dict[str, Any] = {
         "prefix": ctx.prefix,
         "suffix": ctx.suffix,
-        "language": language[:64],
-        "path": path[:4096],
+        "language": language[:MAX_LANGUAGE_CHARS],
+        "path": path[:MAX_PATH_CHARS],
         "snippets": snippets,
     }
     if not ctx.multiline:
@@ -151,6 +153,12 @@ def _trim_overlap(text: str, after: str) -> str:
     return text
 
 
+def with_selected(text: str, start: int, end: int, selected: str) -> tuple[str, int]:
+    """The document as if the suggestion selected in the editor's list replaced
+    ``text[start:end]``, and the cursor after it (LSP 3.18 ``selectedCompletionInfo``)."""
+    return text[:start] + selected + text[end:], start + len(selected)
+
+
 # -- the typed-ahead cache ---------------------------------------------------------
 
 
@@ -221,9 +229,6 @@ def _typed_ahead(prefix: str, old_tail: str, text: str) -> int | None:
 # -- context from the other open documents -------------------------------------------
 
 
-_WORD = re.compile(r"\S")
-
-
 class RecentDocuments:
     """Open documents in the order they were last edited (newest first)."""
 
@@ -254,5 +259,29 @@ def snippet_score(rank: int) -> float:
     return round(1.0 / (rank + 1), 4)
 
 
-def has_text(text: str) -> bool:
-    return _WORD.search(text) is not None
+def snippets(
+    uris: list[str],
+    read: Callable[[str], str | None],
+    label: Callable[[str], str],
+    max_snippets: int,
+    snippet_chars: int,
+) -> list[dict[str, Any]]:
+    """The ``snippets`` of a complete request: the start of each document in ``uris``
+    (most recently edited first, so the highest score first), skipping blank and
+    unknown ones; ``read`` gives a document's text or None."""
+    found: list[dict[str, Any]] = []
+    limit = min(max_snippets, MAX_SNIPPETS)
+    for rank, uri in enumerate(uris):
+        if len(found) >= limit:
+            break
+        text = read(uri)
+        if text is None or not text.strip():
+            continue
+        found.append(
+            {
+                "path": label(uri)[:MAX_PATH_CHARS],
+                "text": snippet_text(text, snippet_chars),
+                "score": snippet_score(rank),
+            }
+        )
+    return found

@@ -10,12 +10,15 @@ runs in an inner task per document:
   task it awaits; the aiohttp request is closed and the daemon drops the job;
 - automatic triggers wait ``debounceMs`` first, inside the inner task, so a
   burst of keystrokes sends one request; explicit (Invoked) triggers don't wait;
-- the typed-ahead cache answers before any of that.
+- the typed-ahead cache answers before any of that;
+- a ``single_line`` request (a client whose completion popup cannot insert
+  a newline) is asked and cut as one line even at a block opener.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +41,7 @@ class InlineRequest:
     language: str
     path: str
     snippets: list[dict[str, Any]] = field(default_factory=list)
+    single_line: bool = False  # the client cannot insert a newline from a completion item
 
 
 class InlineCompleter:
@@ -55,8 +59,10 @@ class InlineCompleter:
     async def complete(self, request: InlineRequest, automatic: bool) -> str | None:
         """The text to insert at the cursor, or None (superseded or nothing to add)."""
         ctx = cursor_context(request.text, request.offset)
+        if request.single_line:
+            ctx = dataclasses.replace(ctx, multiline=False)
         cached = self.cache.lookup(request.uri, ctx.prefix, ctx.suffix)
-        if cached is not None:
+        if cached is not None and not (request.single_line and "\n" in cached):
             return cached
         previous = self._inflight.pop(request.uri, None)
         if previous is not None:

@@ -17,6 +17,9 @@ message) and that key keeps its default; nothing else is affected.
 | cacheSize | int | 128 | completions kept for the typed-ahead cache |
 | maxSnippets | int | 4 | other open documents sent as context |
 | snippetChars | int | 2000 | characters taken from each of them |
+| completionMultiline | bool or null | null | may ``textDocument/completion`` items span |
+|   |   |   | lines (null: not for Vim-family clients, see server.py) |
+| warmUp | bool | true | send one tiny request when the daemon becomes ready |
 | proseMessages | bool | true | also show prose answers (explain, ask, commit message) with |
 |   |   |   | ``window/showMessage``; clients that display the result themselves |
 |   |   |   | (the VS Code extension) turn it off |
@@ -39,6 +42,8 @@ _KEYS = {
     "maxSnippets": "max_snippets",
     "snippetChars": "snippet_chars",
     "proseMessages": "prose_messages",
+    "completionMultiline": "completion_multiline",
+    "warmUp": "warm_up",
 }
 
 
@@ -54,13 +59,15 @@ class Options:
     max_snippets: int = 4
     snippet_chars: int = 2000
     prose_messages: bool = True
+    completion_multiline: bool | None = None
+    warm_up: bool = True
 
 
 def _valid(name: str, value: Any) -> bool:
     """Is ``value`` acceptable for the field ``name``?"""
-    if name in ("auto_start", "prose_messages"):
+    if name in ("auto_start", "prose_messages", "warm_up"):
         return isinstance(value, bool)
-    if name == "completion_fallback":
+    if name in ("completion_fallback", "completion_multiline"):
         return value is None or isinstance(value, bool)
     if name in ("max_tokens", "task_max_tokens"):
         return value is None or (_is_int(value) and value >= 1)

@@ -74,11 +74,22 @@ def make_client() -> Client:
     return client
 
 
-def capabilities(editor: str | None = None) -> t.ClientCapabilities:
+def capabilities(editor: str | None = None, create_files: bool = True) -> t.ClientCapabilities:
+    """An editor's profile, or a client with progress, showDocument, inline completion and
+    (``create_files``) the CreateFile resource operation."""
     if editor is not None:
         return pytest_lsp.client_capabilities(editor)
+    operations = [t.ResourceOperationKind.Create] if create_files else []
     return t.ClientCapabilities(
-        window=t.WindowClientCapabilities(work_done_progress=True),
+        window=t.WindowClientCapabilities(
+            work_done_progress=True,
+            show_document=t.ShowDocumentClientCapabilities(support=True),
+        ),
+        workspace=t.WorkspaceClientCapabilities(
+            workspace_edit=t.WorkspaceEditClientCapabilities(
+                document_changes=True, resource_operations=operations
+            )
+        ),
         text_document=t.TextDocumentClientCapabilities(
             inline_completion=t.InlineCompletionClientCapabilities()
         ),
@@ -100,7 +111,9 @@ def daemon() -> Iterator[Daemon]:
 
 @pytest_asyncio.fixture
 async def start_lsp(tmp_path: Path) -> AsyncIterator[StartLsp]:
-    """start_lsp(socket, options=None, editor=None, config=None, env=None) -> client."""
+    """start_lsp(socket, options=None, editor=None, config=None, env=None, client_name=None,
+    create_files=True) -> client. Warm-up is off unless ``options`` turn it on: its request
+    would blur the tests that count the daemon's requests."""
     clients: list[LanguageClient] = []
 
     async def start(
@@ -109,6 +122,8 @@ async def start_lsp(tmp_path: Path) -> AsyncIterator[StartLsp]:
         editor: str | None = None,
         config: Path | None = None,
         env: dict[str, str] | None = None,
+        client_name: str | None = None,
+        create_files: bool = True,
     ) -> LanguageClient:
         command = [sys.executable, "-m", "qwend", "lsp", "--socket", str(socket)]
         if config is not None:
@@ -123,11 +138,13 @@ async def start_lsp(tmp_path: Path) -> AsyncIterator[StartLsp]:
             "debounceMs": 0,
             "maxTokens": 8,
             "temperature": 0,
+            "warmUp": False,
             **(options or {}),
         }
         client.initialize_result = await client.initialize_session(  # type: ignore[attr-defined]
             t.InitializeParams(
-                capabilities=capabilities(editor),
+                capabilities=capabilities(editor, create_files),
+                client_info=t.ClientInfo(name=client_name) if client_name else None,
                 initialization_options=opts,
                 root_uri=tmp_path.as_uri(),
                 workspace_folders=[t.WorkspaceFolder(uri=tmp_path.as_uri(), name="ws")],
@@ -149,6 +166,19 @@ def open_doc(client: LanguageClient, uri: str, text: str, language: str = "pytho
             text_document=t.TextDocumentItem(uri=uri, language_id=language, version=1, text=text)
         )
     )
+
+
+def apply(text: str, edits: list[t.TextEdit]) -> str:
+    """Apply non-overlapping TextEdits (character = code point here: ASCII sources)."""
+    lines = text.splitlines(keepends=True)
+
+    def offset(p: t.Position) -> int:
+        return sum(len(line) for line in lines[: p.line]) + p.character
+
+    for edit in sorted(edits, key=lambda e: offset(e.range.start), reverse=True):
+        start, end = offset(edit.range.start), offset(edit.range.end)
+        text = text[:start] + edit.new_text + text[end:]
+    return text
 
 
 def _metrics(daemon: Daemon) -> list[str]:

@@ -8,9 +8,16 @@ import pytest
 from lsprotocol import types as t
 
 from qwend_lsp import actions
-from qwend_lsp.completion import CompletionCache, complete_body, cursor_context, shape_completion
+from qwend_lsp.completion import (
+    CompletionCache,
+    complete_body,
+    cursor_context,
+    shape_completion,
+    with_selected,
+)
 from qwend_lsp.daemon_link import Backoff
 from qwend_lsp.options import Options, parse_options
+from qwend_lsp.syntax.languages import parse
 
 
 def _ctx(text: str, marker: str = "|") -> object:
@@ -136,10 +143,62 @@ def test_refactor_replaces_the_selection_with_the_first_block() -> None:
     assert edit.new_text == "    def add(self, a, b):\n        return b + a\n"
 
 
-def test_tests_are_appended() -> None:
-    edit = _one_edit(actions.append_edit("u", LINES, "```python\ndef test_add():\n    pass\n```"))
+def test_tests_go_into_a_new_file_or_after_the_existing_tests() -> None:
+    code = actions.test_code("```python\ndef test_add():\n    pass\n```")
+    assert code == "def test_add():\n    pass\n"
+    created = actions.new_file_edit("file:///w/test_calc.py", code)
+    create, insert = created.document_changes or []
+    assert isinstance(create, t.CreateFile) and create.uri == "file:///w/test_calc.py"
+    assert create.options is not None and create.options.overwrite is False
+    assert isinstance(insert, t.TextDocumentEdit)
+    assert insert.edits[0].new_text == code
+    edit = _one_edit(actions.append_edit("u", LINES, code))
     assert edit.range.start == t.Position(line=3, character=0)
     assert edit.new_text == "\ndef test_add():\n    pass\n"
+
+
+def test_no_selection_targets_the_enclosing_function() -> None:
+    source = "import os\n\ndef add(a, b):\n    total = a + b\n    return total\n"
+    lines = source.splitlines(keepends=True)
+    cursor = t.Range(start=t.Position(line=3, character=6), end=t.Position(line=3, character=6))
+    whole = t.Range(start=t.Position(line=2, character=0), end=t.Position(line=5, character=0))
+    assert actions.target_range(lines, cursor, parse("python", source)) == whole
+    # No grammar: the cursor line, as before.
+    line = t.Range(start=t.Position(line=3, character=0), end=t.Position(line=3, character=17))
+    assert actions.target_range(lines, cursor, None) == line
+
+
+def test_docstring_in_lua_goes_above_the_function() -> None:
+    source = "local M = {}\nlocal function add(a, b)\n  return a + b\nend\nreturn M\n"
+    lines = source.splitlines(keepends=True)
+    cursor = t.Range(start=t.Position(line=2, character=2), end=t.Position(line=2, character=2))
+    answer = "This function adds two numbers.\n\nIt is simple."
+    edit = _one_edit(
+        actions.docstring_edit("u", "lua", lines, cursor, answer, parse("lua", source))
+    )
+    assert edit.range.start == t.Position(line=1, character=0)
+    assert edit.new_text == "--- This function adds two numbers.\n"
+
+
+def test_python_docstring_from_the_tree_goes_before_the_first_statement() -> None:
+    source = "class A:\n    @property\n    def f(self):\n        # note\n        return 1\n"
+    lines = source.splitlines(keepends=True)
+    cursor = t.Range(start=t.Position(line=4, character=8), end=t.Position(line=4, character=8))
+    parsed = parse("python", source)
+    edit = _one_edit(actions.docstring_edit("u", "python", lines, cursor, '"""One."""', parsed))
+    assert edit.range.start == t.Position(line=3, character=0)
+    assert edit.new_text == '        """One."""\n'
+
+
+def test_selected_completion_info_extends_the_selected_item() -> None:
+    text, offset = with_selected("x = os.pa\n", 7, 9, "path")
+    assert (text, offset) == ("x = os.path\n", 11)
+
+
+def test_new_options() -> None:
+    options, problems = parse_options({"completionMultiline": False, "warmUp": False})
+    assert options.completion_multiline is False and options.warm_up is False and not problems
+    assert Options().completion_multiline is None and Options().warm_up is True
 
 
 def test_an_answer_without_code_or_docstring_makes_no_edit() -> None:

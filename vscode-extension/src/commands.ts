@@ -76,6 +76,8 @@ export type Outcome =
   | { kind: 'prose'; title: string; text: string }
   | { kind: 'edited' }
   | { kind: 'notEdited'; message: string }
+  /** The server refused to write the answer (cut off, or it would break the file). */
+  | { kind: 'refused'; message: string; text: string }
   | { kind: 'cancelled' }
   | { kind: 'unknown' };
 
@@ -99,6 +101,9 @@ export function interpretResult(serverCommand: string, result: unknown): Outcome
   }
   if (r.applied === true) {
     return { kind: 'edited' };
+  }
+  if (r.applied === false && typeof r.refused === 'string') {
+    return { kind: 'refused', message: r.refused, text: typeof r.text === 'string' ? r.text : '' };
   }
   if (r.applied === false) {
     return { kind: 'notEdited', message: 'VS Code did not apply the edit (the file changed meanwhile?)' };

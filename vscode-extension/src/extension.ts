@@ -26,7 +26,7 @@ import {
   proseMarkdown,
   selectionArgs,
 } from './commands';
-import { daemonArgs, describeExit, findQwend, lspArgs } from './qwend';
+import { INSTALL_COMMAND, daemonArgs, describeExit, findQwend, lspArgs, settingsCommand } from './qwend';
 import {
   type Settings,
   initializationOptions,
@@ -44,6 +44,35 @@ const CLI_TIMEOUT_MS = 15_000;
 const SERVE_TIMEOUT_MS = 660_000; // `qwend serve --detach` waits up to 600 s for the model
 
 let controller: Controller | undefined;
+
+/** The Python extension's selected environment per workspace folder (none without it). */
+async function pythonEnvironments(): Promise<string[]> {
+  const python = vscode.extensions.getExtension('ms-python.python');
+  if (!python) {
+    return [];
+  }
+  try {
+    const api = (python.isActive ? python.exports : await python.activate()) as PythonApi | undefined;
+    const environments = api?.environments;
+    if (!environments?.getActiveEnvironmentPath) {
+      return [];
+    }
+    const folders = vscode.workspace.workspaceFolders ?? [];
+    const resources = folders.length ? folders.map((f) => f.uri) : [undefined];
+    return resources
+      .map((resource) => environments.getActiveEnvironmentPath(resource)?.path)
+      .filter((p): p is string => typeof p === 'string' && p.length > 0);
+  } catch {
+    return []; // the Python extension failed to start: search without it
+  }
+}
+
+/** The part of ms-python's API used here (its `environments` API, 2023.x and later). */
+interface PythonApi {
+  environments?: {
+    getActiveEnvironmentPath(resource?: vscode.Uri): { path: string } | undefined;
+  };
+}
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   const output = vscode.window.createOutputChannel('qwend', { log: true });
@@ -152,16 +181,14 @@ class Controller {
       envPath: process.env.PATH ?? '',
       home: os.homedir(),
       workspaceFolders: folders,
+      pythonEnvironments: await pythonEnvironments(),
       isExecutable,
     });
     if (!found.ok) {
       this.qwendPath = undefined;
       this.setClientState({ kind: 'notFound', message: found.message });
       this.output.error(`${found.message}\nSearched: ${found.searched.join(', ')}`);
-      const choice = await vscode.window.showErrorMessage(`qwend: ${found.message}`, 'Open Settings');
-      if (choice) {
-        await vscode.commands.executeCommand('workbench.action.openSettings', 'qwend.path');
-      }
+      void this.offerToFindQwend(found.message);
       return;
     }
     this.qwendPath = found.path;
@@ -308,6 +335,36 @@ class Controller {
     await this.pages.show('qwend status', 'qwend status', markdown);
   }
 
+  /** Not found: choose the executable, open the setting where it applies, or copy the install. */
+  private async offerToFindQwend(message: string): Promise<void> {
+    const choose = 'Choose qwend…';
+    const settings = 'Open Settings';
+    const copy = 'Copy Install Command';
+    const choice = await vscode.window.showErrorMessage(`qwend: ${message}`, choose, settings, copy);
+    if (choice === choose) {
+      const picked = await vscode.window.showOpenDialog({
+        canSelectFiles: true,
+        canSelectFolders: false,
+        canSelectMany: false,
+        openLabel: 'Use this qwend',
+        title: 'The qwend executable (for example .venv/bin/qwend in your qwend clone)',
+      });
+      if (picked?.[0]) {
+        // Global: a machine-overridable setting then lands in the Remote settings of a remote
+        // window, where it applies. The configuration listener restarts the server.
+        await vscode.workspace
+          .getConfiguration('qwend')
+          .update('path', picked[0].fsPath, vscode.ConfigurationTarget.Global);
+      }
+    } else if (choice === settings) {
+      const target = settingsCommand(vscode.env.remoteName);
+      await vscode.commands.executeCommand(target.command, target.query);
+    } else if (choice === copy) {
+      await vscode.env.clipboard.writeText(INSTALL_COMMAND);
+      vscode.window.setStatusBarMessage('qwend: install command copied', 5000);
+    }
+  }
+
   // -- commands -----------------------------------------------------------------
 
   /**
@@ -337,6 +394,12 @@ class Controller {
       await this.pages.show(undefined, outcome.title, proseMarkdown(outcome.title, outcome.text, options.about));
     } else if (outcome.kind === 'notEdited') {
       void vscode.window.showWarningMessage(`qwend: ${outcome.message}`);
+    } else if (outcome.kind === 'refused') {
+      // Nothing was written: the answer opens beside the editor for reading instead.
+      void vscode.window.showWarningMessage(outcome.message);
+      if (outcome.text.trim()) {
+        await this.pages.show(undefined, 'Answer (not applied)', proseMarkdown('Answer (not applied)', outcome.text, outcome.message));
+      }
     } else if (outcome.kind === 'cancelled') {
       vscode.window.setStatusBarMessage('qwend: cancelled', 3000);
     }

@@ -15,6 +15,12 @@ export interface SearchContext {
   home: string;
   /** Local paths of the open workspace folders. */
   workspaceFolders: string[];
+  /**
+   * The Python extension's selected environments (ms-python's
+   * `environments.getActiveEnvironmentPath`): interpreter paths or environment
+   * folders, in workspace-folder order. Empty without that extension.
+   */
+  pythonEnvironments?: string[];
   /** Is there an executable file at this absolute path? */
   isExecutable: (file: string) => boolean;
 }
@@ -25,6 +31,22 @@ export type Found =
 
 /** Virtual environments inside a workspace folder that may hold `qwend`. */
 const WORKSPACE_VENVS: readonly string[] = ['.venv', 'venv'];
+
+/**
+ * How qwend is installed (README "Two commands"): from a clone, into a venv.
+ * It is not on PyPI as `qwend`, so `pip install qwend` would be wrong.
+ */
+export const INSTALL_COMMAND =
+  "git clone <qwend repository> qwend && cd qwend && python3 -m venv .venv && .venv/bin/pip install -e '.[cpu]'";
+
+/** The `bin` folder of a Python environment, from an interpreter path or the environment folder. */
+export function environmentBin(environment: string): string {
+  const base = path.basename(environment);
+  if (/^python(\d+(\.\d+)*)?$/.test(base)) {
+    return path.dirname(environment);
+  }
+  return base === 'bin' ? environment : path.join(environment, 'bin');
+}
 
 /** `~`, `${userHome}` and `${workspaceFolder}` expanded; relative paths taken from the first folder. */
 export function expandPath(raw: string, home: string, workspaceFolders: string[]): string {
@@ -42,8 +64,9 @@ export function expandPath(raw: string, home: string, workspaceFolders: string[]
 
 /**
  * Find `qwend`: the `qwend.path` setting when set (and then only it: a wrong
- * setting is an error, never silently replaced), else PATH, then the
- * workspace's `.venv`/`venv`, then `~/.local/bin`.
+ * setting is an error, never silently replaced), else the Python extension's
+ * selected environment (what the user chose for this workspace), then PATH,
+ * then the workspace's `.venv`/`venv`, then `~/.local/bin`.
  */
 export function findQwend(ctx: SearchContext): Found {
   if (ctx.configured.trim()) {
@@ -67,6 +90,12 @@ export function findQwend(ctx: SearchContext): Found {
     };
   }
   const candidates: Array<[string, string]> = [
+    ...(ctx.pythonEnvironments ?? [])
+      .filter((env) => path.isAbsolute(env))
+      .map((env): [string, string] => [
+        path.join(environmentBin(env), 'qwend'),
+        "the Python extension's selected environment",
+      ]),
     ...splitPath(ctx.envPath).map((dir): [string, string] => [path.join(dir, 'qwend'), 'PATH']),
     ...ctx.workspaceFolders.flatMap((folder) =>
       WORKSPACE_VENVS.map((venv): [string, string] => [
@@ -86,10 +115,23 @@ export function findQwend(ctx: SearchContext): Found {
   return {
     ok: false,
     message:
-      'qwend was not found on PATH, in the workspace virtual environment or in ~/.local/bin. ' +
-      'Install it (pip install qwend) or set qwend.path.',
-    searched: candidates.map(([file]) => file),
+      "qwend was not found in the Python extension's environment, on PATH, in the workspace's " +
+      '.venv or venv, or in ~/.local/bin. Install it from a clone of qwend (' +
+      INSTALL_COMMAND.replace('git clone <qwend repository> qwend && cd qwend && ', '') +
+      ', or ./scripts/demo-cpu.sh), then choose the executable or set qwend.path.',
+    searched: [...new Set(candidates.map(([file]) => file))],
   };
+}
+
+/**
+ * The command that opens the Settings editor on `qwend.path` in the scope
+ * where it applies. The setting is machine-overridable: in a remote window
+ * (SSH, WSL, containers, code-server's remote host) it belongs to the
+ * Remote tab, and the User tab shows "No Settings Found" for it there.
+ */
+export function settingsCommand(remoteName: string | undefined): { command: string; query: string } {
+  const command = remoteName ? 'workbench.action.openRemoteSettings' : 'workbench.action.openSettings';
+  return { command, query: '@id:qwend.path' };
 }
 
 function splitPath(envPath: string): string[] {

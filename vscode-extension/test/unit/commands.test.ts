@@ -34,6 +34,11 @@ test('interpretResult follows the server result shapes', () => {
   assert.deepEqual(interpretResult('qwend.explain', { cancelled: true }), { kind: 'cancelled' });
   assert.deepEqual(interpretResult('qwend.refactor', null), { kind: 'unknown' });
   assert.deepEqual(interpretResult('qwend.refactor', { text: 'code' }), { kind: 'unknown' });
+  assert.deepEqual(interpretResult('qwend.fix', { applied: false, refused: 'qwend fix: cut off', text: '```py' }), {
+    kind: 'refused',
+    message: 'qwend fix: cut off',
+    text: '```py',
+  });
 });
 
 test('proseMarkdown: a title, what it is about, the answer', () => {

@@ -1,7 +1,17 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { daemonArgs, describeExit, expandPath, findQwend, lspArgs, type SearchContext } from '../../src/qwend';
+import {
+  INSTALL_COMMAND,
+  daemonArgs,
+  describeExit,
+  environmentBin,
+  expandPath,
+  findQwend,
+  lspArgs,
+  settingsCommand,
+  type SearchContext,
+} from '../../src/qwend';
 
 function ctx(executables: string[], over: Partial<SearchContext> = {}): SearchContext {
   const files = new Set(executables);
@@ -95,4 +105,44 @@ test('exit codes as the CLI defines them', () => {
   assert.equal(describeExit('serve', 3), 'still loading');
   assert.equal(describeExit('serve', 1), 'failed (exit code 1)');
   assert.equal(describeExit('serve', null), 'was killed');
+});
+
+test("the Python extension's selected environment comes first", () => {
+  const all = ['/usr/bin/qwend', '/home/u/proj/.venv/bin/qwend', '/home/u/envs/q/bin/qwend'];
+  assert.deepEqual(findQwend(ctx(all, { pythonEnvironments: ['/home/u/envs/q/bin/python3.11'] })), {
+    ok: true,
+    path: '/home/u/envs/q/bin/qwend',
+    source: "the Python extension's selected environment",
+  });
+  // An environment folder works as well as an interpreter path.
+  assert.equal(
+    (findQwend(ctx(all, { pythonEnvironments: ['/home/u/envs/q'] })) as { path: string }).path,
+    '/home/u/envs/q/bin/qwend',
+  );
+  // An environment without qwend: the search goes on (PATH next).
+  assert.equal(
+    (findQwend(ctx(all, { pythonEnvironments: ['/opt/conda/bin/python'] })) as { path: string }).path,
+    '/usr/bin/qwend',
+  );
+});
+
+test('environmentBin reads interpreter paths and environment folders', () => {
+  assert.equal(environmentBin('/p/.venv/bin/python'), '/p/.venv/bin');
+  assert.equal(environmentBin('/p/.venv/bin/python3.11'), '/p/.venv/bin');
+  assert.equal(environmentBin('/p/.venv'), '/p/.venv/bin');
+  assert.equal(environmentBin('/p/.venv/bin'), '/p/.venv/bin');
+});
+
+test('not found: the hint is the real install command, never pip install qwend', () => {
+  const found = findQwend(ctx([], { pythonEnvironments: ['/home/u/envs/q/bin/python'] }));
+  assert.ok(!found.ok);
+  assert.ok(!found.ok && found.message.includes("pip install -e '.[cpu]'"));
+  assert.ok(!found.ok && !found.message.includes('pip install qwend'));
+  assert.ok(!found.ok && found.searched[0] === '/home/u/envs/q/bin/qwend');
+  assert.ok(INSTALL_COMMAND.includes('python3 -m venv .venv'));
+});
+
+test('the settings button opens the scope where qwend.path applies', () => {
+  assert.deepEqual(settingsCommand(undefined), { command: 'workbench.action.openSettings', query: '@id:qwend.path' });
+  assert.equal(settingsCommand('ssh-remote').command, 'workbench.action.openRemoteSettings');
 });
