@@ -32,6 +32,7 @@ from typing import Final
 import tree_sitter
 from lsprotocol import types as t
 
+from qwend.tasks.registry import TASKS
 from qwend_lsp.syntax import docstrings, targets
 from qwend_lsp.syntax.languages import Parsed
 
@@ -46,16 +47,17 @@ class ActionSpec:
     kind: str
 
 
+def _action(task: str, kind: str) -> ActionSpec:
+    """A code action for a routed task, titled by the task registry."""
+    return ActionSpec(f"{COMMAND_PREFIX}{task}", task, f"qwend: {TASKS[task].title}", kind)
+
+
 CODE_ACTIONS: Final = (
-    ActionSpec("qwend.explain", "explain", "qwend: Explain this code", t.CodeActionKind.Refactor),
-    ActionSpec(
-        "qwend.refactor", "refactor", "qwend: Refactor this code", t.CodeActionKind.RefactorRewrite
-    ),
-    ActionSpec(
-        "qwend.docstring", "docstring", "qwend: Add a docstring", t.CodeActionKind.RefactorRewrite
-    ),
-    ActionSpec("qwend.tests", "tests", "qwend: Generate tests", t.CodeActionKind.Refactor),
-    ActionSpec("qwend.fix", "fix", "qwend: Fix this code", t.CodeActionKind.QuickFix),
+    _action("explain", t.CodeActionKind.Refactor),
+    _action("refactor", t.CodeActionKind.RefactorRewrite),
+    _action("docstring", t.CodeActionKind.RefactorRewrite),
+    _action("tests", t.CodeActionKind.Refactor),
+    _action("fix", t.CodeActionKind.QuickFix),
 )
 CODE_ACTION_KINDS: Final = sorted({spec.kind for spec in CODE_ACTIONS})
 PROSE_TASKS: Final = frozenset({"explain"})

@@ -31,6 +31,7 @@ from aiohttp.client_proto import ResponseHandler
 
 from qwend import trust
 from qwend.errors import UntrustedSocket
+from qwend.states import ALL_STATES, TRANSIENT_STATES
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ CONNECT_TIMEOUT_S: Final = 3.0
 HEALTH_TIMEOUT_S: Final = 3.0
 READY_POLL_S: Final = 5.0  # while ready: notice a daemon that goes away
 LOADING_POLL_S: Final = 0.5
-DAEMON_STATES: Final = ("loading", "ready", "failed", "unloaded", "swapping")
+DAEMON_STATES: Final = ALL_STATES  # what /health may say (qwend.states)
 
 
 class DaemonDown(Exception):
@@ -257,7 +258,7 @@ class DaemonLink:
                     self._started_this_outage = True
                     self._spawn = asyncio.create_task(self._start_daemon())
                 delay = LOADING_POLL_S if self._spawn is not None else self.backoff.next()
-            elif status.state in ("loading", "swapping"):
+            elif status.state in TRANSIENT_STATES:
                 delay = LOADING_POLL_S
             else:
                 delay = READY_POLL_S

@@ -31,6 +31,7 @@ from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
 
 from qwend import __version__
+from qwend.states import TRANSIENT_STATES
 from qwend_lsp import commands, pygls_compat
 from qwend_lsp.actions import CODE_ACTION_KINDS, CODE_ACTIONS, code_actions
 from qwend_lsp.completion import RecentDocuments, snippets, with_selected
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 
 STATUS_METHOD: Final = "qwend/status"
 PARENT_POLL_S: Final = 3.0
-LOADING_STATES: Final = frozenset({"starting", "loading", "swapping"})
+LOADING_STATES: Final = TRANSIENT_STATES | {"starting"}  # starting: the link's own state
 _WORD_BEFORE = re.compile(r"[\w$]*$")
 # Clients whose completion popup is Vim's complete(), which inserts a newline as a
 # NUL byte: Neovim, Vim, vim-lsp, coc.nvim, vim-lsc (by initialize's clientInfo.name).

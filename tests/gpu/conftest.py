@@ -24,7 +24,7 @@ import torch
 
 from qwend.config import ModelProfile
 from tests.fixtures.exllamav2_cpu import emulate_exllamav2
-from tests.unit.conftest import ROOT, SMOLLM2_DIR
+from tests.fixtures.fake_backend import ROOT, SMOLLM2_DIR
 
 HAS_EXLLAMAV2 = importlib.util.find_spec("exllamav2") is not None
 EMULATED = HAS_EXLLAMAV2 and not torch.cuda.is_available()

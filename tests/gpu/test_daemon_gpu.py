@@ -27,8 +27,8 @@ import torch
 
 from qwend.backends.base import Sampling
 from qwend.backends.transformers import TransformersBackend
+from tests.fixtures.daemon import Daemon
 from tests.gpu.conftest import EMULATED_PROFILE
-from tests.integration.conftest import Daemon
 
 MODEL = "smollm2-gpu"
 MAX_TOKENS = 32

@@ -29,8 +29,8 @@ from qwend.backends.exllamav2.backend import ExLlamaV2Backend
 from qwend.backends.transformers import TransformersBackend
 from tests.fixtures import exl2_quantize
 from tests.fixtures.exllamav2_cpu import is_emulating
+from tests.fixtures.fake_backend import SMOLLM2_DIR
 from tests.gpu.conftest import gpu_profile
-from tests.unit.conftest import SMOLLM2_DIR
 
 GREEDY = Sampling(temperature=0.0, top_p=1.0, seed=0)
 LOGPROB_TOLERANCE = 0.05  # as for the fp16 model: fp16 compute against fp32, same weights

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Daemon, smollm2_config
+from tests.fixtures.daemon import Daemon, smollm2_config
 
 pytestmark = pytest.mark.slow
 

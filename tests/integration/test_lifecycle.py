@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import HF_MODEL, Daemon, smollm2_config
+from tests.fixtures.daemon import HF_MODEL, Daemon, smollm2_config
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Daemon
+from tests.fixtures.daemon import Daemon
 
 pytestmark = pytest.mark.slow
 

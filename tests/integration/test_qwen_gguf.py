@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.fixtures.daemon import Daemon
+from tests.fixtures.fake_backend import QWEN_TOKENIZER_CACHE
 from tests.fixtures.fake_hub import FakeHub, write_loopback_guard
 from tests.fixtures.qwen_gguf import tiny_qwen_gguf
-from tests.integration.conftest import Daemon
-from tests.unit.conftest import QWEN_TOKENIZER_CACHE
 
 REPO = "test-org/Tiny-Qwen2.5-Coder-GGUF"
 PROFILE = "qwen2.5-coder-1.5b"  # the shipped llama.cpp profile, its source pointed here

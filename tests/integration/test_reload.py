@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import HF_MODEL_DIR, Daemon, _to_toml, smollm2_config
+from tests.fixtures.daemon import HF_MODEL_DIR, Daemon, _to_toml, smollm2_config
 
 pytestmark = pytest.mark.slow
 

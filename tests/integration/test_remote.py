@@ -23,8 +23,8 @@ import pytest
 
 from qwend.backends.remote.backend import PROBE_INTERVAL_S
 from qwend.backends.remote.tokenizer import LocalTokenizer
+from tests.fixtures.daemon import Daemon
 from tests.fixtures.llama_server import SERVED_MODEL, LlamaServer, find_gguf
-from tests.integration.conftest import Daemon
 from tests.integration.test_tasks import INPUTS
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.integration.conftest import Daemon
+from tests.fixtures.daemon import Daemon
 
 pytestmark = pytest.mark.slow
 

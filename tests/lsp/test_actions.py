@@ -10,8 +10,8 @@ import pytest
 from lsprotocol import types as t
 from pygls.exceptions import JsonRpcException
 
-from tests.integration.conftest import Daemon
-from tests.lsp.conftest import Client, StartLsp, apply, metric, open_doc, wait_until
+from tests.fixtures.daemon import Daemon
+from tests.fixtures.lsp_client import Client, StartLsp, apply, metric, open_doc, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ from lsprotocol import types as t
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig
 
-from tests.integration.conftest import MODEL_DIR, Daemon, smollm2_config
-from tests.lsp.conftest import Client, StartLsp, open_doc, wait_until
+from tests.fixtures.daemon import MODEL_DIR, Daemon, smollm2_config
+from tests.fixtures.lsp_client import Client, StartLsp, open_doc, wait_until
 
 pytestmark = pytest.mark.slow
 

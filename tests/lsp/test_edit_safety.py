@@ -30,8 +30,8 @@ from pygls.exceptions import JsonRpcException
 
 from qwend_lsp.syntax.checks import unclosed_fence
 from qwend_lsp.syntax.languages import parse
-from tests.integration.conftest import MODEL_DIR, Daemon, smollm2_config
-from tests.lsp.conftest import StartLsp, apply, open_doc
+from tests.fixtures.daemon import MODEL_DIR, Daemon, smollm2_config
+from tests.fixtures.lsp_client import StartLsp, apply, open_doc
 
 pytestmark = pytest.mark.slow
 

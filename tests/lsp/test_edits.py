@@ -17,8 +17,8 @@ import pytest
 from lsprotocol import types as t
 
 from qwend_lsp.syntax.languages import parse
-from tests.integration.conftest import Daemon
-from tests.lsp.conftest import Client, StartLsp, apply, open_doc, task_requests, wait_until
+from tests.fixtures.daemon import Daemon
+from tests.fixtures.lsp_client import Client, StartLsp, apply, open_doc, task_requests, wait_until
 
 pytestmark = pytest.mark.slow
 

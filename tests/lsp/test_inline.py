@@ -9,8 +9,8 @@ import pytest
 from lsprotocol import types as t
 from pygls.exceptions import JsonRpcRequestCancelled
 
-from tests.integration.conftest import Daemon
-from tests.lsp.conftest import StartLsp, metric, open_doc, task_requests, wait_until
+from tests.fixtures.daemon import Daemon
+from tests.fixtures.lsp_client import StartLsp, metric, open_doc, task_requests, wait_until
 
 pytestmark = pytest.mark.slow
 

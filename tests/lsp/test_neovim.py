@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from qwend_lsp.syntax.languages import parse
-from tests.integration.conftest import Daemon
+from tests.fixtures.daemon import Daemon
 
 pytestmark = [
     pytest.mark.slow,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import save_file
-from tests.unit.conftest import QWEN_TOKENIZER_CACHE, TokenizerCounting
+from tests.fixtures.fake_backend import QWEN_TOKENIZER_CACHE, TokenizerCounting
 
 from qwend import cli
 from qwend.bench import compare, lsp_probe, report, runner, under_load

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.unit.conftest import SMOLLM2_DIR
+from tests.fixtures.fake_backend import SMOLLM2_DIR
 
 from qwend import cli, doctor
 from qwend.config import load_config

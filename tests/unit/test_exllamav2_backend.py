@@ -21,7 +21,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from tests.fixtures.exllamav2_cpu import import_exllamav2
-from tests.unit.conftest import QWEN_TOKENIZER_CACHE, qwen_tokenizer_json
+from tests.fixtures.fake_backend import QWEN_TOKENIZER_CACHE, qwen_tokenizer_json
 from tokenizers import Tokenizer
 
 from qwend.backends import create_backend

@@ -24,7 +24,7 @@ import pytest
 from aiohttp import test_utils
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.unit.conftest import ENGINE_CLOSE_TIMEOUT_S, FakeBackend
+from tests.fixtures.fake_backend import ENGINE_CLOSE_TIMEOUT_S, FakeBackend
 
 from qwend.config import load_config
 from qwend.engine.engine import Engine

@@ -35,7 +35,7 @@ SAMPLES = [
 
 @pytest.fixture(scope="module")
 def gguf_dir() -> Path:
-    from tests.integration.conftest import MODEL, MODEL_DIR, require_models
+    from tests.fixtures.daemon import MODEL, MODEL_DIR, require_models
 
     return require_models(MODEL_DIR, MODEL, "QWEND_TEST_MODEL_DIR")
 
@@ -155,7 +155,7 @@ def test_seeded_sampling_repeats_and_greedy_ignores_the_seed(backend: LlamaCppBa
 def test_embeddings_are_unit_vectors_close_to_the_reference(backend: LlamaCppBackend) -> None:
     """Mean-pooled final hidden states, like the transformers backend's on the
     converted weights: the same direction up to Q4_1's rounding."""
-    from tests.unit.conftest import SMOLLM2_DIR
+    from tests.fixtures.fake_backend import SMOLLM2_DIR
 
     from qwend.backends.transformers import TransformersBackend
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from tests.fixtures.fake_backend import QWEN_TOKENIZER_CACHE
 from tests.fixtures.qwen_gguf import tiny_qwen_gguf
-from tests.unit.conftest import QWEN_TOKENIZER_CACHE
 from tokenizers import Tokenizer
 
 from qwend.backends.base import Prompt, Sampling

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.unit.conftest import GATE_TIMEOUT_S
+from tests.fixtures.fake_backend import GATE_TIMEOUT_S
 
 from qwend.backends.base import Backend, Prompt, Sampling, TextPiece
 from qwend.backends.remote.apikey import ApiKey, read_api_key

@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from tests.fixtures.exllamav2_cpu import import_exllamav2, is_stand_in
-from tests.unit.conftest import QWEN_TOKENIZER_CACHE
+from tests.fixtures.fake_backend import QWEN_TOKENIZER_CACHE
 
 from qwend.bench import synthetic_exl2 as syn
 

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.unit.conftest import (
+from tests.fixtures.fake_backend import (
     QWEN_TOKENIZER_CACHE,
     SMOLLM2_DIR,
     TokenizerCounting,
