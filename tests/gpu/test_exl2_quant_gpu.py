@@ -17,6 +17,7 @@ assumption as the packer (docs/gpu.md).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from qwend.backends.base import Sampling
+from qwend.backends.base import Prompt, Sampling
 from qwend.backends.exllamav2.backend import ExLlamaV2Backend
 from qwend.backends.transformers import TransformersBackend
 from tests.fixtures import exl2_quantize
@@ -43,6 +44,18 @@ PROMPTS = (  # no near-tie in the reference's first 32 greedy tokens (smallest g
     "<|im_start|>assistant\n",
     "def mean(values):\n    ",
 )
+
+
+MARKUP_RE = re.compile(r"(<\|im_start\|>|<\|im_end\|>)")
+
+
+def as_prompt(text: str) -> Prompt:
+    """``text`` with its ChatML markup as template markers, as a renderer builds it
+    (request text is plain text: typed markup is never a control token)."""
+    return Prompt.join(
+        Prompt.marker(piece) if MARKUP_RE.fullmatch(piece) else piece
+        for piece in MARKUP_RE.split(text)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +101,8 @@ def test_the_quant_is_mixed_width_act_order_at_about_4_bpw(
 def test_first_token_logprobs_match_the_decoded_weights(
     exl2_backend: ExLlamaV2Backend, reference: TransformersBackend, prompt: str
 ) -> None:
-    ids = reference.tokenize(prompt)
-    assert exl2_backend.tokenize(prompt) == ids
+    ids = reference.encode(as_prompt(prompt))
+    assert exl2_backend.encode(as_prompt(prompt)) == ids
     assert exl2_backend._loaded is not None
     with torch.inference_mode():
         logits = exl2_backend._loaded.model.forward(torch.tensor([ids]))[0, -1].float().cpu()
@@ -116,7 +129,7 @@ def greedy_with_margins(backend: TransformersBackend, ids: list[int]) -> tuple[l
 def test_greedy_answers_match_up_to_the_first_near_tie(
     exl2_backend: ExLlamaV2Backend, reference: TransformersBackend, prompt: str
 ) -> None:
-    ids = reference.tokenize(prompt)
+    ids = reference.encode(as_prompt(prompt))
     expected, untied = greedy_with_margins(reference, ids)
     steps = exl2_backend.generate(ids, GREEDY, MATCH_TOKENS)
     try:

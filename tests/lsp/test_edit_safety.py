@@ -30,7 +30,7 @@ from pygls.exceptions import JsonRpcException
 
 from qwend_lsp.syntax.checks import unclosed_fence
 from qwend_lsp.syntax.languages import parse
-from tests.fixtures.daemon import MODEL_DIR, Daemon, smollm2_config
+from tests.fixtures.daemon import MODEL, MODEL_DIR, Daemon, require_models, smollm2_config
 from tests.fixtures.lsp_client import StartLsp, apply, open_doc
 
 pytestmark = pytest.mark.slow
@@ -87,8 +87,7 @@ SOURCES: dict[str, tuple[str, str, int, tuple[int, int], tuple[int, int]]] = {
 
 @pytest.fixture(scope="module")
 def limited_daemon() -> Iterator[Daemon]:
-    if not (MODEL_DIR / "model.safetensors").is_file():
-        pytest.fail(f"the SmolLM2 test model is not in {MODEL_DIR}: run `qwend pull smollm2-135m`")
+    require_models(MODEL_DIR, MODEL, "QWEND_TEST_MODEL_DIR")
     config = smollm2_config(MODEL_DIR)
     config["tasks"] = {name: {"max_tokens": LIMITED} for name in ("refactor", "tests", "fix")}
     config["tasks"]["docstring"] = {"max_tokens": 64}  # a docstring is short: a brief run

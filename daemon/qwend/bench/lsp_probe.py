@@ -80,6 +80,7 @@ async def keystroke_latencies(
                 ),
                 initialization_options={
                     "autoStart": False,
+                    "warmUp": False,  # the bench warms the model itself; count keystrokes only
                     "debounceMs": debounce_ms,
                     "maxTokens": max_tokens,
                     "temperature": 0,
