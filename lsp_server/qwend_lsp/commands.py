@@ -84,6 +84,7 @@ class Host:
     request: Future[Any] | None  # cancelled by $/cancelRequest
     root: str | None  # the workspace root
     task_max_tokens: int | None
+    task_temperature: float | None
     prose_messages: bool
     # None: the client cannot open documents (window/showDocument).
     show_document: Callable[[t.ShowDocumentParams], Awaitable[t.ShowDocumentResult]] | None
@@ -139,6 +140,8 @@ async def ask_daemon(host: Host, task: str, body: dict[str, Any]) -> dict[str, A
     """Run one task with progress; DaemonDown and daemon errors become RequestFailed."""
     if host.task_max_tokens is not None:
         body.setdefault("max_tokens", host.task_max_tokens)
+    if host.task_temperature is not None:
+        body.setdefault("temperature", host.task_temperature)
     try:
         async with progress(host, TITLES.get(task, f"qwend: {task}")):
             return await host.ask(task, body)

@@ -12,6 +12,7 @@ message) and that key keeps its default; nothing else is affected.
 | maxTokens | int or null | null | inline completion length (null: the daemon's default) |
 | temperature | number or null | null | inline completion temperature (null: the daemon's) |
 | taskMaxTokens | int or null | null | answer length of the commands (explain, refactor...) |
+| taskTemperature | number or null | null | temperature of the commands (null: each task's own) |
 | completionFallback | bool or null | null | answer ``textDocument/completion`` too (null: |
 |   |   |   | only when the client lacks the inlineCompletion capability) |
 | cacheSize | int | 128 | completions kept for the typed-ahead cache |
@@ -37,6 +38,7 @@ _KEYS = {
     "maxTokens": "max_tokens",
     "temperature": "temperature",
     "taskMaxTokens": "task_max_tokens",
+    "taskTemperature": "task_temperature",
     "completionFallback": "completion_fallback",
     "cacheSize": "cache_size",
     "maxSnippets": "max_snippets",
@@ -54,6 +56,7 @@ class Options:
     max_tokens: int | None = None
     temperature: float | None = None
     task_max_tokens: int | None = None
+    task_temperature: float | None = None
     completion_fallback: bool | None = None
     cache_size: int = 128
     max_snippets: int = 4
@@ -71,7 +74,7 @@ def _valid(name: str, value: Any) -> bool:
         return value is None or isinstance(value, bool)
     if name in ("max_tokens", "task_max_tokens"):
         return value is None or (_is_int(value) and value >= 1)
-    if name == "temperature":
+    if name in ("temperature", "task_temperature"):
         return value is None or (_is_number(value) and 0 <= value <= 2)
     if name in ("debounce_ms", "max_snippets", "snippet_chars"):
         return _is_int(value) and value >= 0
@@ -106,5 +109,6 @@ def parse_options(raw: Any) -> tuple[Options, list[str]]:
             default = getattr(Options(), name)
             problems.append(f"option {key!r}: invalid value {value!r}; using {default!r}")
         else:
-            values[name] = float(value) if name == "temperature" and value is not None else value
+            is_float = name in ("temperature", "task_temperature") and value is not None
+            values[name] = float(value) if is_float else value
     return dataclasses.replace(Options(), **values), problems

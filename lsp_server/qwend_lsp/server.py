@@ -239,6 +239,7 @@ class QwendServer(LanguageServer):
             request=pygls_compat.request_future(self.protocol),
             root=self.workspace.root_path,
             task_max_tokens=self.options.task_max_tokens,
+            task_temperature=self.options.task_temperature,
             prose_messages=self.options.prose_messages,
             show_document=self.window_show_document_async if self.can_show_documents() else None,
             can_create_files=self.can_create_files(),

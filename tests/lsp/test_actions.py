@@ -21,7 +21,7 @@ WHOLE_FUNCTION = t.Range(start=t.Position(line=0, character=0), end=t.Position(l
 
 
 async def test_code_action_refactor_applies_an_edit(daemon: Daemon, start_lsp: StartLsp) -> None:
-    client = await start_lsp(daemon.socket, {"taskMaxTokens": 120})
+    client = await start_lsp(daemon.socket, {"taskMaxTokens": 120, "taskTemperature": 0})
     assert isinstance(client, Client)
     uri = "file:///ws/add.py"
     open_doc(client, uri, SOURCE)
@@ -50,7 +50,8 @@ async def test_code_action_refactor_applies_an_edit(daemon: Daemon, start_lsp: S
     result = await client.workspace_execute_command_async(
         t.ExecuteCommandParams(command=command.command, arguments=command.arguments)
     )
-    # The model stops on its own well within 120 tokens here (a cut-off answer is refused).
+    # Greedy, the model stops on its own well within 120 tokens here, with code that
+    # parses (a cut-off or breaking answer would be refused).
     assert result["applied"] is True, result
     assert result["text"] and result["check"] == "passed"
     [edit] = client.applied_edits

@@ -196,7 +196,10 @@ def test_selected_completion_info_extends_the_selected_item() -> None:
 
 
 def test_new_options() -> None:
-    options, problems = parse_options({"completionMultiline": False, "warmUp": False})
+    options, problems = parse_options(
+        {"completionMultiline": False, "warmUp": False, "taskTemperature": 0}
+    )
+    assert options.task_temperature == 0.0
     assert options.completion_multiline is False and options.warm_up is False and not problems
     assert Options().completion_multiline is None and Options().warm_up is True
 
