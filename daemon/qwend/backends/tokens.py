@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from qwend.errors import ModelNotLoaded
+
 
 class TokenizerPair:
     """The model's ``tokenizers.Tokenizer`` and its plain-text copy."""
@@ -38,3 +40,25 @@ class TokenizerPair:
     def encode_markup(self, marker: str) -> list[int]:
         """Ids for a template marker: added tokens matched."""
         return list(self.markup.encode(marker, add_special_tokens=False).ids)
+
+
+class TokenizedByPair:
+    """The tokenization half of ``Backend`` for a backend with a Hugging Face
+    tokenizer: plain text and markers through its ``TokenizerPair``
+    (``_tokens``, None while no model is loaded)."""
+
+    _tokens: TokenizerPair | None
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.tokenize_batch([text])[0]
+
+    def tokenize_batch(self, texts: list[str]) -> list[list[int]]:
+        return self._pair().encode_plain(texts)
+
+    def tokenize_markup(self, marker: str) -> list[int]:
+        return self._pair().encode_markup(marker)
+
+    def _pair(self) -> TokenizerPair:
+        if self._tokens is None:
+            raise ModelNotLoaded("the model is not loaded")
+        return self._tokens

@@ -22,13 +22,13 @@ from typing import Any
 
 from qwend.backends.base import Backend, Sampling, SuspendMode
 from qwend.backends.folder import require_complete
-from qwend.backends.tokens import TokenizerPair
-from qwend.errors import ModelNotLoaded, OutOfMemory
+from qwend.backends.tokens import TokenizedByPair, TokenizerPair
+from qwend.errors import OutOfMemory
 
 log = logging.getLogger(__name__)
 
 
-class TransformersBackend(Backend):
+class TransformersBackend(TokenizedByPair, Backend):
     name = "transformers"
 
     def __init__(
@@ -94,19 +94,6 @@ class TransformersBackend(Backend):
     @property
     def suspend_mode(self) -> SuspendMode:
         return "keep"  # every generate() iterator holds its own past_key_values
-
-    def tokenize(self, text: str) -> list[int]:
-        return self.tokenize_batch([text])[0]
-
-    def tokenize_batch(self, texts: list[str]) -> list[list[int]]:
-        if self._tokens is None:
-            raise ModelNotLoaded("the model is not loaded")
-        return self._tokens.encode_plain(texts)
-
-    def tokenize_markup(self, marker: str) -> list[int]:
-        if self._tokens is None:
-            raise ModelNotLoaded("the model is not loaded")
-        return self._tokens.encode_markup(marker)
 
     @property
     def embedding_dim(self) -> int | None:

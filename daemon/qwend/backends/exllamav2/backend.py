@@ -41,7 +41,7 @@ from qwend.backends.exllamav2 import cuda as cuda_env
 from qwend.backends.exllamav2.jobmux import JobMux, is_out_of_memory, release_cached_memory
 from qwend.backends.exllamav2.limits import EXL2_PAGE_TOKENS, EXL2_QUERY_TOKENS
 from qwend.backends.folder import require_complete
-from qwend.backends.tokens import TokenizerPair
+from qwend.backends.tokens import TokenizedByPair, TokenizerPair
 from qwend.errors import BackendUnavailable, ModelNotLoaded
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class _Loaded:
     memory_total_bytes: int
 
 
-class ExLlamaV2Backend(Backend):
+class ExLlamaV2Backend(TokenizedByPair, Backend):
     name = "exllamav2"
 
     def __init__(self, model_dir: Path, profile: ModelProfile, *, profile_name: str) -> None:
@@ -257,19 +257,6 @@ class ExLlamaV2Backend(Backend):
     @property
     def stop_token_ids(self) -> frozenset[int]:
         return self._stop_ids
-
-    def tokenize(self, text: str) -> list[int]:
-        return self.tokenize_batch([text])[0]
-
-    def tokenize_batch(self, texts: list[str]) -> list[list[int]]:
-        if self._tokens is None:
-            raise ModelNotLoaded("the model is not loaded")
-        return self._tokens.encode_plain(texts)
-
-    def tokenize_markup(self, marker: str) -> list[int]:
-        if self._tokens is None:
-            raise ModelNotLoaded("the model is not loaded")
-        return self._tokens.encode_markup(marker)
 
     def decode(self, ids: list[int]) -> str:
         return str(self._tokenizer.decode(ids, skip_special_tokens=False))
