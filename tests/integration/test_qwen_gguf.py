@@ -51,7 +51,7 @@ def test_pull_a_gguf_quant_from_a_hub_and_complete_with_fim(
             "HF_ENDPOINT": hub.url,
             "HF_HOME": str(daemon.root / "hf-home"),
             "PYTHONPATH": os.pathsep.join(
-                [str(write_loopback_guard(daemon.root / "guard")), os.environ["PYTHONPATH"]]
+                [str(write_loopback_guard(daemon.root / "guard")), os.environ.get("PYTHONPATH", "")]
             ),
         }
         pulled = subprocess.run(
